@@ -1,0 +1,3 @@
+"""budget-mcp: keep and analyse spending through safe, typed MCP tools."""
+
+__version__ = "0.1.0"

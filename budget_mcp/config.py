@@ -1,0 +1,160 @@
+"""Settings: one typed, frozen object read from the environment and an optional ``.env`` file."""
+
+from __future__ import annotations
+
+import getpass
+import unicodedata
+from datetime import date, datetime, tzinfo
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from platformdirs import user_data_path
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .money import normalize_currency
+
+APP_NAME = "budget-mcp"
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# Query parameters that may carry a secret in a libpq/SQLAlchemy URL.
+_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+
+
+def default_database_path() -> Path:
+    """The embedded database: an absolute per-user path (clients start servers in arbitrary directories)."""
+    return user_data_path(APP_NAME, appauthor=False) / "budget.sqlite3"
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name, e.g. a container running as an unnamed uid
+        return "default"
+
+
+class Settings(BaseSettings):
+    """Everything the server is configured with. Environment variables win over the ``.env`` file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BUDGET_MCP_",
+        env_file=None,
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a rejected DATABASE_URL must not be echoed with its password
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("database_url", "DATABASE_URL"),
+        description="SQLAlchemy/libpq URL; empty means the embedded SQLite file.",
+    )
+    user: str = Field(default_factory=_default_user, min_length=1, max_length=100)
+    default_currency: str = "USD"
+    timezone: str | None = Field(default=None, description="IANA zone for 'today'; empty: the machine's.")
+    log_level: LogLevel = "WARNING"
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_url_means_default(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_is_supported(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            normalize_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user_is_printable(cls, value: str) -> str:
+        value = value.strip()
+        if not value or any(unicodedata.category(ch).startswith("C") for ch in value):
+            raise ValueError("BUDGET_MCP_USER must be a non-empty name without control characters")
+        return value
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency_is_iso(cls, value: str) -> str:
+        return normalize_currency(value)
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _timezone_is_known(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str):
+            try:
+                ZoneInfo(value.strip())
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}; use an IANA name like Europe/Berlin") from None
+            return value.strip()
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @property
+    def url(self) -> URL:
+        """The database URL to connect with, normalised (psycopg2 for PostgreSQL, absolute SQLite path)."""
+        if self.database_url is None:
+            return URL.create("sqlite+pysqlite", database=str(default_database_path()))
+        return normalize_database_url(self.database_url.get_secret_value())
+
+    @property
+    def redacted_url(self) -> str:
+        """The database URL with every secret masked: the only form of it that may be logged or shown."""
+        return redact_url(self.url)
+
+    def tz(self) -> tzinfo:
+        """The zone that decides what "today" is."""
+        if self.timezone:
+            return ZoneInfo(self.timezone)
+        local = datetime.now().astimezone().tzinfo
+        assert local is not None
+        return local
+
+    def today(self) -> date:
+        return datetime.now(self.tz()).date()
+
+
+def normalize_database_url(raw: str) -> URL:
+    """Parse a user's URL; ``postgres://`` and ``postgresql://`` use psycopg2 (safe behind PgBouncer)."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise ValueError(
+            "DATABASE_URL is not a valid database URL; expected postgresql://user:password@host/db "
+            "or sqlite:////absolute/path/budget.sqlite3"
+        ) from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend in {"postgres", "postgresql"}:
+        if driver not in {"", "psycopg2"}:
+            raise ValueError(f"DATABASE_URL driver {driver!r} is not supported; use postgresql:// (psycopg2)")
+        return url.set(drivername="postgresql+psycopg2")
+    if backend == "sqlite":
+        if driver not in {"", "pysqlite"}:
+            raise ValueError(f"DATABASE_URL driver {driver!r} is not supported; use sqlite:///path")
+        if not url.database or url.database == ":memory:":
+            raise ValueError("DATABASE_URL must name a SQLite file; an in-memory database would lose your data")
+        return url.set(drivername="sqlite+pysqlite", database=str(Path(url.database).expanduser().resolve()))
+    raise ValueError(f"DATABASE_URL scheme {backend!r} is not supported; use postgresql:// or sqlite:///")
+
+
+def redact_url(url: URL | str) -> str:
+    """Render a URL for logs and messages with its password (also one given as a query parameter) masked."""
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            return "<unparseable database URL>"
+    query = {key: ("***" if key.lower() in _SECRET_QUERY_KEYS else value) for key, value in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True)

@@ -1,0 +1,174 @@
+"""Database plumbing: the declarative base, engines per database kind, sessions and schema upgrades.
+
+This is the one module that knows how SQLite and PostgreSQL differ at the connection level.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from . import __version__
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current instant, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; pass a timezone-aware value")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime}
+
+
+def make_engine(url: URL) -> Engine:
+    """An engine with the pool and connection settings that suit the kind of database ``url`` names."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    return create_engine(
+        url,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=10,
+        pool_pre_ping=True,
+        pool_recycle=240,  # under Neon's five-minute idle suspend
+        pool_use_lifo=True,
+        connect_args={
+            "connect_timeout": 10,
+            "application_name": f"budget-mcp/{__version__}",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+        },
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    assert url.database, "config.normalize_database_url() guarantees a file path"
+    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 15})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy (see "Serializable isolation / Savepoints /
+        # Transactional DDL" in SQLAlchemy's SQLite docs); the driver's own implicit BEGIN is too late.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
+        # half-way with "database is locked" when another process writes at the same time.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, autoflush=True, expire_on_commit=True)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the database's schema up to the newest Alembic revision (a new, empty database included)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+# --- SQL that differs by dialect ----------------------------------------------------------------------
+
+
+class _PeriodKey(FunctionElement[str]):
+    """The text key of the period a date falls in; a subclass per unit, so each compiles (and caches) apart."""
+
+    type = String()
+    inherit_cache = True
+    unit: ClassVar[str]
+
+
+class day_key(_PeriodKey):
+    """YYYY-MM-DD."""
+
+    inherit_cache = True
+    unit = "day"
+
+
+class week_key(_PeriodKey):
+    """The Monday that starts the date's ISO week, YYYY-MM-DD."""
+
+    inherit_cache = True
+    unit = "week"
+
+
+class month_key(_PeriodKey):
+    """YYYY-MM."""
+
+    inherit_cache = True
+    unit = "month"
+
+
+_PERIOD_FORMATS = {"day": ("%Y-%m-%d", "YYYY-MM-DD"), "week": ("%Y-%m-%d", "YYYY-MM-DD"), "month": ("%Y-%m", "YYYY-MM")}
+
+
+@compiles(_PeriodKey, "sqlite")
+def _period_key_sqlite(element: _PeriodKey, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    if element.unit == "week":  # the next Sunday (or the day itself), less six days: that week's Monday
+        return f"date({column}, 'weekday 0', '-6 days')"
+    return f"strftime('{_PERIOD_FORMATS[element.unit][0]}', {column})"
+
+
+@compiles(_PeriodKey, "postgresql")
+def _period_key_postgresql(element: _PeriodKey, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    if element.unit == "week":
+        column = f"date_trunc('week', {column})"
+    return f"to_char({column}, '{_PERIOD_FORMATS[element.unit][1]}')"

@@ -1,0 +1,86 @@
+"""ORM tables: users, their categories and their expenses. Constraints and indexes live here; logic does not."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .db import Base, utcnow
+from .schemas import DESCRIPTION_MAX, MERCHANT_MAX, NAME_MAX, NOTES_MAX
+
+USER_NAME_MAX = 100
+
+
+class User(Base):
+    """Whose budget a row belongs to. Every query is scoped to one user."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(USER_NAME_MAX), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Category(Base):
+    """A user's spending category. ``name_key`` is the case-folded name that makes names unique per user."""
+
+    __tablename__ = "categories"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name_key"),
+        # Lets expenses reference (user_id, id), so an expense can never point at another user's category.
+        UniqueConstraint("user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_MAX))
+    name_key: Mapped[str] = mapped_column(String(NAME_MAX * 3))  # casefold() may lengthen a name
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Expense(Base):
+    """One purchase. ``amount_minor`` is in the currency's minor units (cents): exact on every database."""
+
+    __tablename__ = "expenses"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("length(currency) = 3", name="currency_code"),
+        ForeignKeyConstraint(
+            ["user_id", "category_id"],
+            ["categories.user_id", "categories.id"],
+            ondelete="RESTRICT",
+        ),
+        # Newest-first listings and date-range reports for one user, with or without a category.
+        Index(None, "user_id", "spent_on", "id"),
+        Index(None, "user_id", "category_id", "spent_on", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    category_id: Mapped[int]
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    spent_on: Mapped[date] = mapped_column(Date)
+    description: Mapped[str] = mapped_column(String(DESCRIPTION_MAX))
+    merchant: Mapped[str | None] = mapped_column(String(MERCHANT_MAX))
+    notes: Mapped[str | None] = mapped_column(String(NOTES_MAX))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    category: Mapped[Category] = relationship(
+        primaryjoin="and_(Expense.category_id == Category.id, Expense.user_id == Category.user_id)",
+        foreign_keys="[Expense.user_id, Expense.category_id]",
+        lazy="joined",
+        viewonly=True,
+    )

@@ -1,0 +1,65 @@
+"""Exact money: ISO 4217 currencies, Decimal amounts and the integer minor units stored in the database."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from iso4217 import Currency
+
+from .errors import InvalidInput
+
+# The largest amount one expense may have, in major units. Anything above is a typo or an attack,
+# and keeping it far below 2**63 minor units means sums over millions of rows cannot overflow.
+MAX_AMOUNT = Decimal("1000000000")
+
+
+def normalize_currency(code: str) -> str:
+    """Return the upper-case ISO 4217 code, or raise ``InvalidInput`` naming what is accepted."""
+    candidate = code.strip().upper()
+    try:
+        currency = Currency(candidate)
+    except ValueError:
+        raise InvalidInput(
+            f"unknown currency {code!r}; use a three-letter ISO 4217 code such as USD, EUR, GBP or JPY"
+        ) from None
+    if currency.exponent is None:
+        raise InvalidInput(f"currency {candidate} is not a spendable currency (it has no minor unit)")
+    return currency.code
+
+
+def minor_digits(currency: str) -> int:
+    """How many decimal places the currency has: 2 for USD, 0 for JPY, 3 for KWD."""
+    exponent = Currency(currency).exponent
+    assert exponent is not None, "normalize_currency() refuses currencies without a minor unit"
+    return exponent
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """Convert a positive amount to integer minor units, refusing anything inexact or out of range."""
+    if not amount.is_finite():
+        raise InvalidInput(f"amount must be a finite number, not {amount}")
+    if amount <= 0:
+        raise InvalidInput(f"amount must be greater than zero, not {amount}")
+    if amount > MAX_AMOUNT:
+        raise InvalidInput(f"amount {amount} is too large; the most one expense may be is {MAX_AMOUNT:,}")
+    digits = minor_digits(currency)
+    try:
+        scaled = amount.scaleb(digits)
+        exact = scaled == scaled.to_integral_value()
+    except InvalidOperation:
+        exact = False
+    if not exact:
+        allowed = "no decimals" if digits == 0 else f"at most {digits} decimal place{'s' if digits > 1 else ''}"
+        raise InvalidInput(f"amount {amount} has too many decimals: {currency} allows {allowed}")
+    return int(scaled)
+
+
+def from_minor_units(minor: int, currency: str) -> Decimal:
+    """The exact Decimal for a stored amount, with the currency's number of decimals (1230 USD -> 12.30)."""
+    return Decimal(minor).scaleb(-minor_digits(currency))
+
+
+def format_amount(minor: int, currency: str) -> str:
+    """A stored amount as a plain decimal string with the currency's minor digits: "12.30", "500", "1.250"."""
+    digits = minor_digits(currency)
+    return f"{from_minor_units(minor, currency):.{digits}f}"
