@@ -10,7 +10,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from platformdirs import user_data_path
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -71,6 +71,11 @@ class Settings(BaseSettings):
             normalize_database_url(value.get_secret_value())
         return value
 
+    @field_validator("user", mode="before")
+    @classmethod
+    def _empty_user_means_default(cls, value: object) -> object:
+        return _default_user() if isinstance(value, str) and not value.strip() else value
+
     @field_validator("user")
     @classmethod
     def _user_is_printable(cls, value: str) -> str:
@@ -97,10 +102,12 @@ class Settings(BaseSettings):
             return value.strip()
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "default_currency", mode="before")
     @classmethod
-    def _log_level_upper(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+    def _blank_means_default(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name or ""].default
+        return value.strip().upper() if isinstance(value, str) and info.field_name == "log_level" else value
 
     @property
     def url(self) -> URL:

@@ -92,7 +92,7 @@ def categories_with_counts(
     )
     if after_key is not None:
         stmt = stmt.where(Category.name_key > after_key)
-    return [(category, count) for category, count in session.execute(stmt).tuples()]
+    return [(category, count) for category, count in session.execute(stmt)]
 
 
 # --- expenses -----------------------------------------------------------------------------------------

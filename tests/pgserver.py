@@ -23,6 +23,9 @@ Extension point: a ``PgBouncer`` helper (transaction mode) can later be added ne
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import pwd
 import secrets
@@ -38,8 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 __all__ = ["PostgresInstance", "PostgresUnavailable", "running_postgres"]
@@ -53,6 +56,7 @@ MAX_CONNECTIONS = 104
 _STEP_TIMEOUT = 60.0  # seconds, for any single subprocess step
 _TAIL_LINES = 30
 _PORT_ATTEMPTS = 3
+_MIN_SHM_FREE = 1 << 30  # bytes free on /dev/shm before we put a cluster there (Docker's is 64 MB)
 
 
 class PostgresUnavailable(RuntimeError):
@@ -87,9 +91,7 @@ class PostgresInstance:
         ``postgresql+psycopg2://app:pw@127.0.0.1:PORT/budget?sslmode=require``.
         """
         user, password = (
-            (self.admin_user, self.admin_password)
-            if admin
-            else (self.app_user, self.app_password)
+            (self.admin_user, self.admin_password) if admin else (self.app_user, self.app_password)
         )
         return URL.create(
             DRIVER,
@@ -103,19 +105,12 @@ class PostgresInstance:
 
     def create_database(self, name: str) -> str:
         """``CREATE DATABASE name OWNER app`` (as admin, autocommit); return the app URL for it."""
-        with _admin_engine(self).connect() as conn:
-            conn.execute(
-                text(
-                    f"CREATE DATABASE {_quote_ident(name)} "
-                    f"OWNER {_quote_ident(self.app_user)}"
-                )
-            )
+        _admin_sql(self, f"CREATE DATABASE {_quote_ident(name)} OWNER {_quote_ident(self.app_user)}")
         return self.url(name)
 
     def drop_database(self, name: str) -> None:
         """``DROP DATABASE IF EXISTS name WITH (FORCE)``, terminating its connections."""
-        with _admin_engine(self).connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)"))
+        _admin_sql(self, f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
     def terminate_backends(self) -> None:
         """Terminate every client backend except this admin connection's own.
@@ -123,13 +118,11 @@ class PostgresInstance:
         Waits (up to 5 s per backend) until each one is gone, so clients see a dropped
         connection on their next use -- like Neon's compute suspending.
         """
-        with _admin_engine(self).connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-                )
-            )
+        _admin_sql(
+            self,
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
 
 
 @contextmanager
@@ -139,7 +132,8 @@ def running_postgres(
     app_user: str = "app",
     admin_user: str = "postgres",
 ) -> Iterator[PostgresInstance]:
-    """Start a throwaway cluster; stop it (pg_ctl -m immediate stop) and delete its directory afterwards, even on error.
+    """Start a throwaway cluster; stop it (pg_ctl -m immediate stop) and delete its directory
+    afterwards, even on error.
 
     Raises :class:`PostgresUnavailable` (with the failing step's stderr / server log tail)
     if the cluster cannot be created or started.
@@ -168,19 +162,49 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def scram_sha256_verifier(password: str, *, iterations: int = 4096) -> str:
+    """PostgreSQL's stored form of a SCRAM-SHA-256 password (as in ``pg_authid.rolpassword``).
+
+    Used so that ``CREATE ROLE ... PASSWORD`` never carries the plaintext (which would otherwise
+    show up in error messages and the server log).  ASCII passwords only (no SASLprep needed).
+    """
+    if not password.isascii():
+        raise ValueError("only ASCII passwords are supported")
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 def _conf_string(value: str) -> str:
     """A postgresql.conf string value."""
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def _admin_engine(pg: PostgresInstance) -> Engine:
-    """Throwaway autocommit engine as the superuser on the ``postgres`` database."""
-    return create_engine(
+def _admin_sql(pg: PostgresInstance, *statements: str) -> None:
+    """Run ``statements`` in autocommit mode as the superuser on the ``postgres`` database.
+
+    Sent verbatim (``exec_driver_sql`` without parameters): ``text()`` would treat ``:name``
+    -- e.g. inside a SCRAM verifier -- as a bind parameter.
+    """
+    engine = create_engine(
         pg.url("postgres", admin=True),
         poolclass=NullPool,
         isolation_level="AUTOCOMMIT",
         connect_args={"connect_timeout": 10},
     )
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
 
 
 def _free_port() -> int:
@@ -221,6 +245,7 @@ def _find_bindir() -> Path:
         except (OSError, subprocess.SubprocessError):
             pass
     candidates.append(Path("/usr/lib/postgresql/15/bin"))
+    candidates = list(dict.fromkeys(candidates))  # de-duplicate, keep order
     for cand in candidates:
         if all(os.access(cand / exe, os.X_OK) for exe in ("initdb", "pg_ctl", "postgres")):
             return cand
@@ -241,6 +266,30 @@ def _traversable_by_others(path: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def _parent_dir(*, as_root: bool) -> str:
+    """Where to make the cluster directory.
+
+    ``$PGSERVER_TMPDIR`` if set; else ``/dev/shm`` when it is a roomy writable tmpfs (initdb is
+    about twice as fast there as on a disk, even with --no-sync); else the usual temp dir -- or
+    ``/tmp`` if, as root, the usual one is not reachable by the postgres user.
+    """
+    override = os.environ.get("PGSERVER_TMPDIR")
+    if override:
+        return override
+    shm = Path("/dev/shm")
+    try:
+        st = os.statvfs(shm)
+        roomy = st.f_bavail * st.f_frsize >= _MIN_SHM_FREE
+    except OSError:
+        roomy = False
+    if roomy and os.access(shm, os.W_OK | os.X_OK) and _traversable_by_others(shm):
+        return str(shm)
+    default = tempfile.gettempdir()
+    if as_root and not _traversable_by_others(Path(default)):
+        return "/tmp"
+    return default
 
 
 def _subprocess_env() -> dict[str, str]:
@@ -290,7 +339,6 @@ class _Cluster:
             raise PostgresUnavailable("openssl not found (needed for the server's TLS certificate)")
         run_prefix: tuple[str, ...] = ()
         owner: tuple[int, int] | None = None
-        parent: str | None = None
         if os.geteuid() == 0:
             runuser = shutil.which("runuser")
             if runuser is None:
@@ -303,9 +351,7 @@ class _Cluster:
                 ) from None
             run_prefix = (runuser, "-u", SERVER_OS_USER, "--")
             owner = (pw.pw_uid, pw.pw_gid)
-            if not _traversable_by_others(Path(tempfile.gettempdir())):
-                parent = "/tmp"  # $TMPDIR is not reachable by the postgres user
-        base_dir = Path(tempfile.mkdtemp(prefix="pgtest-", dir=parent))
+        base_dir = Path(tempfile.mkdtemp(prefix="pgtest-", dir=_parent_dir(as_root=owner is not None)))
         if owner is not None:
             os.chown(base_dir, *owner)
         return cls(base_dir=base_dir, bindir=bindir, run_prefix=run_prefix, owner=owner)
@@ -370,6 +416,7 @@ class _Cluster:
         try:
             proc = subprocess.run(
                 cmd,
+                check=False,
                 cwd=self.base_dir,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -382,8 +429,7 @@ class _Cluster:
         if proc.returncode != 0:
             output = _tail(proc.stderr) or _tail(proc.stdout)
             raise PostgresUnavailable(
-                f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{output}"
-                + self._log_suffix(log)
+                f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{output}" + self._log_suffix(log)
             )
         return proc
 
@@ -508,19 +554,12 @@ class _Cluster:
     def _create_app(self, pg: PostgresInstance) -> None:
         """Create the (non-superuser) app role and its database, over TLS as the superuser."""
         try:
-            with _admin_engine(pg).connect() as conn:
-                conn.execute(
-                    text(
-                        f"CREATE ROLE {_quote_ident(pg.app_user)} LOGIN NOSUPERUSER "
-                        f"PASSWORD {_quote_literal(pg.app_password)}"
-                    )
-                )
-                conn.execute(
-                    text(
-                        f"CREATE DATABASE {_quote_ident(pg.database)} "
-                        f"OWNER {_quote_ident(pg.app_user)}"
-                    )
-                )
+            _admin_sql(
+                pg,
+                f"CREATE ROLE {_quote_ident(pg.app_user)} LOGIN NOSUPERUSER "
+                f"PASSWORD {_quote_literal(scram_sha256_verifier(pg.app_password))}",
+                f"CREATE DATABASE {_quote_ident(pg.database)} OWNER {_quote_ident(pg.app_user)}",
+            )
         except Exception as exc:
             raise PostgresUnavailable(
                 f"creating role/database failed: {exc}" + self._log_suffix(self.log_file)

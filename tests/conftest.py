@@ -1,0 +1,106 @@
+"""Fixtures: a real database per test (a fresh SQLite file, or the throwaway PostgreSQL cleared after
+each test) and an in-memory MCP client talking to the real server over the protocol."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from mcp import Client
+from sqlalchemy import Engine, create_engine, text
+
+from budget_mcp.config import Settings
+from budget_mcp.db import Base, make_engine, upgrade_schema
+from budget_mcp.server import build_server
+from pgserver import PostgresInstance, PostgresUnavailable, running_postgres
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresInstance]:
+    """The test session's own PostgreSQL 15 (TLS + SCRAM on loopback). Never skipped in CI."""
+    if os.environ.get("BUDGET_MCP_TEST_SKIP_POSTGRES") == "1" and os.environ.get("CI") != "true":
+        pytest.skip("BUDGET_MCP_TEST_SKIP_POSTGRES=1 (never honoured in CI)")
+    try:
+        with running_postgres() as instance:
+            yield instance
+    except PostgresUnavailable as error:
+        pytest.fail(f"could not start the test PostgreSQL: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres: PostgresInstance) -> str:
+    """A migrated PostgreSQL database shared by the tests; each test leaves it empty again."""
+    url = postgres.create_database("budget_suite")
+    engine = make_engine(Settings(database_url=url, _env_file=None).url)  # type: ignore[call-arg]
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+def _truncate_all(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """Each behaviour test runs twice: on a fresh SQLite file and on the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'budget.sqlite3'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    _truncate_all(url)
+    try:
+        yield url
+    finally:
+        _truncate_all(url)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "user": "alice",
+        "default_currency": "USD",
+        "timezone": "UTC",
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Client]:
+    """An MCP client connected in memory to a real server on the test database."""
+    async with Client(build_server(settings)) as connected:
+        yield connected
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Engine]:
+    """A separate connection to the same database, to check what the tools really stored."""
+    engine = make_engine(settings.url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

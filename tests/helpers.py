@@ -1,0 +1,42 @@
+"""Small helpers shared by the tests: call a tool expecting success or failure, and snapshot tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp import Client
+from sqlalchemy import Engine, select
+
+from budget_mcp.db import Base
+
+
+async def ok(client: Client, tool: str, /, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; return its structured content."""
+    result = await client.call_tool(tool, arguments)
+    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
+    assert not result.is_error, f"{tool} failed: {text}"
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def fails(client: Client, tool: str, /, **arguments: Any) -> str:
+    """Call a tool that must fail with an error result; return the message the model would read."""
+    result = await client.call_tool(tool, arguments)
+    assert result.is_error, f"{tool} should have failed but returned {result.structured_content}"
+    message = result.content[0].text  # type: ignore[union-attr]
+    assert isinstance(message, str)
+    return message
+
+
+def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in primary-key order: equal snapshots mean nothing changed."""
+    with engine.connect() as connection:
+        return {
+            table.name: [tuple(row) for row in connection.execute(select(table).order_by(*table.primary_key))]
+            for table in Base.metadata.sorted_tables
+        }
+
+
+async def seed_categories(client: Client, *names: str) -> None:
+    for name in names:
+        await ok(client, "create_category", name=name)
