@@ -202,7 +202,11 @@ def _register_tools(server: MCPServer[AppState]) -> None:
 
     @server.tool(title="Get an expense", annotations=_annotations(read_only=True, idempotent=True))
     def get_expense(expense_id: ExpenseId, ctx: AppContext) -> Expense:
-        """Return one expense by its id."""
+        """Return one expense by its id, with every field as stored.
+
+        Ids come from create_expense and query_expenses_by_category; to find expenses by category or
+        period use query_expenses_by_category instead.
+        """
         return _run(ctx, lambda session, caller: service.get_expense(session, caller, expense_id))
 
     @server.tool(title="Change an expense", annotations=_annotations(read_only=False, idempotent=True))
@@ -238,15 +242,24 @@ def _register_tools(server: MCPServer[AppState]) -> None:
 
     @server.tool(title="Delete an expense", annotations=_annotations(read_only=False, destructive=True, idempotent=True))
     def delete_expense(expense_id: ExpenseId, ctx: AppContext) -> Expense:
-        """Delete one expense for good and return what was deleted. Confirm with the user first."""
+        """Delete one expense for good and return what was deleted (so it can be recorded again).
+
+        This cannot be undone: confirm with the user first. To fix a mistake, prefer update_expense.
+        """
         return _run(ctx, lambda session, caller: service.delete_expense(session, caller, expense_id))
 
     @server.tool(title="List categories", annotations=_annotations(read_only=True, idempotent=True))
     def list_categories(ctx: AppContext, limit: PageLimit = 100, cursor: Cursor | None = None) -> CategoryList:
-        """List the spending categories, alphabetically, each with how many expenses it holds."""
+        """List the spending categories, alphabetically, each with how many expenses it holds.
+
+        Call it before create_expense to use an existing name. When next_cursor is not null, call again
+        with cursor=next_cursor for the rest.
+        """
         return _run(ctx, lambda session, caller: service.list_categories(session, caller, limit=limit, cursor=cursor))
 
     @server.tool(title="Create a category", annotations=_annotations(read_only=False, idempotent=True))
     def create_category(name: CategoryName, ctx: AppContext) -> CategoryOut:
-        """Create a spending category. Names are unique regardless of case ("Food" and "food" are one)."""
+        """Create a spending category and return it. Names are unique regardless of case ("Food" and
+        "food" are one); creating an existing name is refused, and the existing category can be used as is.
+        """
         return _run(ctx, lambda session, caller: service.create_category(session, caller, name))

@@ -1,0 +1,133 @@
+"""The server's public contract: every tool is described, annotated and typed, documented in the README,
+and the code keeps its one direction of imports."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from mcp import Client
+
+from budget_mcp.config import Settings
+from budget_mcp.server import build_server
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "budget_mcp"
+
+READ_ONLY = {"query_expenses_by_category", "summarize_spending", "get_expense", "list_categories"}
+DESTRUCTIVE = {"delete_expense"}
+
+
+@pytest.fixture
+async def sqlite_client(tmp_path: Path) -> Client:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", user="alice", _env_file=None)  # type: ignore[call-arg]
+    async with Client(build_server(settings)) as client:
+        yield client  # type: ignore[misc]
+
+
+async def _tools(client: Client) -> dict[str, object]:
+    return {tool.name: tool for tool in (await client.list_tools()).tools}
+
+
+async def test_the_core_tools_are_offered(sqlite_client: Client) -> None:
+    assert set(await _tools(sqlite_client)) == {
+        "create_expense",
+        "query_expenses_by_category",
+        "summarize_spending",
+        "get_expense",
+        "update_expense",
+        "delete_expense",
+        "list_categories",
+        "create_category",
+    }
+
+
+async def test_every_tool_has_a_title_a_description_and_honest_annotations(sqlite_client: Client) -> None:
+    for name, tool in (await _tools(sqlite_client)).items():
+        assert tool.title, name  # type: ignore[attr-defined]
+        assert tool.description and len(tool.description) > 40, name  # type: ignore[attr-defined]
+        hints = tool.annotations  # type: ignore[attr-defined]
+        assert hints is not None, name
+        assert hints.read_only_hint is (name in READ_ONLY), name
+        assert hints.destructive_hint is (name in DESTRUCTIVE), name
+        assert hints.idempotent_hint is not None and hints.open_world_hint is False, name
+
+
+async def test_every_tool_has_an_output_schema(sqlite_client: Client) -> None:
+    for name, tool in (await _tools(sqlite_client)).items():
+        schema = tool.output_schema  # type: ignore[attr-defined]
+        assert schema and schema.get("type") == "object", name
+
+
+async def test_input_schemas_carry_their_constraints(sqlite_client: Client) -> None:
+    tools = await _tools(sqlite_client)
+    create = tools["create_expense"].input_schema  # type: ignore[attr-defined]
+    assert set(create["required"]) == {"amount", "description", "category"}
+    assert create["properties"]["description"]["maxLength"] == 500
+    assert "exclusiveMinimum" in str(create["properties"]["amount"])
+    summarize = tools["summarize_spending"].input_schema  # type: ignore[attr-defined]
+    assert summarize["properties"]["group_by"]["enum"] == ["category", "month", "week", "day", "merchant"]
+    assert summarize["properties"]["start_date"]["format"] == "date"
+    query = tools["query_expenses_by_category"].input_schema  # type: ignore[attr-defined]
+    assert query["properties"]["limit"]["maximum"] == 200
+
+
+async def test_the_server_introduces_itself_to_the_model(sqlite_client: Client) -> None:
+    assert sqlite_client.server_info is not None
+    assert sqlite_client.server_info.name == "budget-mcp"
+    assert "next_cursor" in (sqlite_client.instructions or "")
+
+
+async def test_the_readme_documents_every_tool_and_nothing_else(sqlite_client: Client) -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", readme, flags=re.MULTILINE))
+    assert documented == set(await _tools(sqlite_client))
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test    #" in readme
+    assert ci.rstrip().splitlines()[-1] == "make test"
+
+
+def _imports(module: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: from .x import y / from . import x
+                base = node.module or ""
+                if base:
+                    names.add(f"budget_mcp.{base}")
+                else:  # `from . import x`: x is a sibling module, or a name defined in __init__
+                    names |= {
+                        f"budget_mcp.{a.name}" if (PACKAGE / f"{a.name}.py").exists() else "budget_mcp.__init__"
+                        for a in node.names
+                    }
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+# Each module may import only the modules to its right (and the leaves).
+LAYERS = ["cli", "server", "service", "repository", "models", "db"]
+LEAVES = {"schemas", "errors", "money", "config"}
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in {"__init__", "__main__"}))
+def test_imports_point_one_way_and_only_the_adapter_imports_mcp(module: str) -> None:
+    ours = {name.removeprefix("budget_mcp.").split(".")[0] for name in _imports(PACKAGE / f"{module}.py") if name.startswith("budget_mcp")}
+    ours.discard("")
+    if module in LAYERS:
+        allowed = set(LAYERS[LAYERS.index(module) + 1 :]) | LEAVES | {"__init__", "budget_mcp"}
+    else:  # a leaf may use other leaves only
+        allowed = (LEAVES - {module, "config"}) | {"__init__"}
+    assert ours <= allowed, f"{module} imports {sorted(ours - allowed)}"
+    uses_mcp = any(name == "mcp" or name.startswith("mcp.") for name in _imports(PACKAGE / f"{module}.py"))
+    assert uses_mcp is (module in {"server"}), module
