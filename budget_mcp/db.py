@@ -15,9 +15,9 @@ from alembic.config import Config
 from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from . import __version__
@@ -61,7 +61,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
 
 
 def make_engine(url: URL) -> Engine:
@@ -155,7 +155,11 @@ class month_key(_PeriodKey):
     unit = "month"
 
 
-_PERIOD_FORMATS = {"day": ("%Y-%m-%d", "YYYY-MM-DD"), "week": ("%Y-%m-%d", "YYYY-MM-DD"), "month": ("%Y-%m", "YYYY-MM")}
+_PERIOD_FORMATS = {
+    "day": ("%Y-%m-%d", "YYYY-MM-DD"),
+    "week": ("%Y-%m-%d", "YYYY-MM-DD"),
+    "month": ("%Y-%m", "YYYY-MM"),
+}
 
 
 @compiles(_PeriodKey, "sqlite")

@@ -154,58 +154,49 @@ def sums_by_currency(
     return [CurrencySum(currency, count, int(total)) for currency, count, total in session.execute(stmt)]
 
 
-_GROUP_KEYS: dict[str, Any] = {
-    "day": day_key(Expense.spent_on),
-    "week": week_key(Expense.spent_on),
-    "month": month_key(Expense.spent_on),
-    "merchant": Expense.merchant,
-}
+_PERIOD_KEYS = {"day": day_key, "week": week_key, "month": month_key}
+
+
+def _grouped_sums(user_id: int, start: date, end: date, group_by: str, *extra: ColumnElement[Any]) -> Select[Any]:
+    """SELECT key, currency, count, total, *extra ... GROUP BY the group and currency, in display order:
+    categories and merchants largest first within each currency, periods in date order."""
+    total = func.sum(Expense.amount_minor)
+    key: Any  # a mapped column or a SQL expression
+    grouping: list[Any]
+    order: list[Any]
+    if group_by == "category":
+        key, grouping, order = (
+            Category.name,
+            [Category.id, Category.name],
+            [Expense.currency, total.desc(), Category.name_key],
+        )
+    elif group_by == "merchant":
+        key = Expense.merchant
+        grouping, order = [key], [Expense.currency, total.desc(), key]
+    else:
+        key = _PERIOD_KEYS[group_by](Expense.spent_on)
+        grouping, order = [key], [key, Expense.currency]
+    stmt = select(key.label("key"), Expense.currency, func.count(), total, *extra)
+    if group_by == "category":
+        stmt = stmt.join(Category, and_(Category.id == Expense.category_id, Category.user_id == Expense.user_id))
+    return (
+        stmt.where(Expense.user_id == user_id, *_in_period(start, end))
+        .group_by(*grouping, Expense.currency)
+        .order_by(*order)
+    )
 
 
 def spending_groups(
-    session: Session,
-    user_id: int,
-    *,
-    start: date,
-    end: date,
-    group_by: str,
-    offset: int,
-    limit: int,
+    session: Session, user_id: int, *, start: date, end: date, group_by: str, offset: int, limit: int
 ) -> tuple[list[GroupSum], int]:
-    """A page of (group, currency) sums in the period and the number of such rows in all (GROUP BY in SQL).
-
-    Categories and merchants come largest first within each currency; periods in date order.
-    """
-    total = func.sum(Expense.amount_minor)
-    stmt: Select[Any]
-    if group_by == "category":
-        key = Category.name.label("key")
-        stmt = select(key, Expense.currency, func.count(), total, func.count().over()).join(
-            Category, and_(Category.id == Expense.category_id, Category.user_id == Expense.user_id)
-        )
-        stmt = stmt.group_by(Category.id, Category.name, Expense.currency)
-        stmt = stmt.order_by(Expense.currency, total.desc(), Category.name_key)
-    else:
-        key = _GROUP_KEYS[group_by].label("key")
-        stmt = select(key, Expense.currency, func.count(), total, func.count().over())
-        stmt = stmt.group_by(key, Expense.currency)
-        if group_by == "merchant":
-            stmt = stmt.order_by(Expense.currency, total.desc(), key)
-        else:
-            stmt = stmt.order_by(key, Expense.currency)
-    stmt = stmt.where(Expense.user_id == user_id, *_in_period(start, end)).offset(offset).limit(limit)
+    """A page of (group, currency) sums in the period, and how many such rows there are in all."""
+    stmt = _grouped_sums(user_id, start, end, group_by, func.count().over()).offset(offset).limit(limit)
     rows = session.execute(stmt).all()
-    groups = [GroupSum(row[0], row[1], row[2], int(row[3])) for row in rows]
-    group_count = rows[0][4] if rows else 0
-    return groups, group_count
-
-
-def count_spending_groups(session: Session, user_id: int, *, start: date, end: date, group_by: str) -> int:
-    """How many (group, currency) rows a summary has; used when a page lies past the end."""
-    if group_by == "category":
-        inner = select(Expense.category_id, Expense.currency).group_by(Expense.category_id, Expense.currency)
-    else:
-        key = _GROUP_KEYS[group_by].label("key")
-        inner = select(key, Expense.currency).group_by(key, Expense.currency)
-    inner = inner.where(Expense.user_id == user_id, *_in_period(start, end))
-    return session.scalar(select(func.count()).select_from(inner.subquery())) or 0
+    groups = [GroupSum(key, currency, count, int(total)) for key, currency, count, total, _ in rows]
+    if rows:
+        return groups, rows[0][4]
+    if offset == 0:
+        return groups, 0
+    # The page lies past the end (data changed between pages): count the rows on their own.
+    counted = select(func.count()).select_from(_grouped_sums(user_id, start, end, group_by).subquery())
+    return groups, session.scalar(counted) or 0

@@ -80,7 +80,7 @@ Amount = Annotated[
         le=MAX_AMOUNT,
         allow_inf_nan=False,
         description=(
-            "How much was spent, in major units, as a JSON number or a decimal string: 12.3 or \"12.30\". "
+            'How much was spent, in major units, as a JSON number or a decimal string: 12.3 or "12.30". '
             "Positive, with no more decimals than the currency has (2 for USD/EUR, 0 for JPY)."
         ),
     ),
@@ -169,7 +169,7 @@ MoneyText = Annotated[
     str,
     Field(
         pattern=r"^\d+(\.\d+)?$",
-        description="An exact amount as a decimal string with the currency's minor digits, e.g. \"12.30\".",
+        description='An exact amount as a decimal string with the currency\'s minor digits, e.g. "12.30".',
     ),
 ]
 

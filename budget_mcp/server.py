@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import date
 from typing import Annotated, TypeVar
 
 import anyio.to_thread
@@ -84,10 +83,14 @@ def _run(ctx: AppContext, use_case: Callable[[Session, Caller], T]) -> T:
         raise ToolError(_validation_message(error)) from error
     except IntegrityError as error:
         logger.warning("integrity error, rolled back: %s", error.orig)
-        raise ToolError("the change clashes with data written at the same time; nothing was changed, try again") from error
+        raise ToolError(
+            "the change clashes with data written at the same time; nothing was changed, try again"
+        ) from error
     except SQLAlchemyError as error:
         logger.exception("database error, rolled back")
-        raise ToolError("the database could not complete the request; nothing was changed, try again shortly") from error
+        raise ToolError(
+            "the database could not complete the request; nothing was changed, try again shortly"
+        ) from error
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -125,7 +128,10 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
 
 def _annotations(*, read_only: bool, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
     return ToolAnnotations(
-        read_only_hint=read_only, destructive_hint=destructive, idempotent_hint=idempotent, open_world_hint=False
+        read_only_hint=read_only,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=False,
     )
 
 
@@ -221,7 +227,7 @@ def _register_tools(server: MCPServer[AppState]) -> None:
         merchant: Merchant | None = None,
         notes: Notes | None = None,
         clear: Annotated[
-            list[ClearableField], Field(description="Optional fields to empty, e.g. [\"notes\"].", max_length=2)
+            list[ClearableField], Field(description='Optional fields to empty, e.g. ["notes"].', max_length=2)
         ] = [],  # noqa: B006 (pydantic copies defaults)
     ) -> Expense:
         """Change some fields of an expense and return it as stored. Fields left out stay as they are.
@@ -240,7 +246,10 @@ def _register_tools(server: MCPServer[AppState]) -> None:
         )
         return _run(ctx, lambda session, caller: service.update_expense(session, caller, expense_id, changes))
 
-    @server.tool(title="Delete an expense", annotations=_annotations(read_only=False, destructive=True, idempotent=True))
+    @server.tool(
+        title="Delete an expense",
+        annotations=_annotations(read_only=False, destructive=True, idempotent=True),
+    )
     def delete_expense(expense_id: ExpenseId, ctx: AppContext) -> Expense:
         """Delete one expense for good and return what was deleted (so it can be recorded again).
 

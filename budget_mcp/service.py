@@ -18,6 +18,7 @@ from . import repository as repo
 from .errors import Conflict, InvalidInput, NotFound
 from .models import Category, Expense
 from .money import format_amount, from_minor_units, to_minor_units
+from .schemas import Category as CategoryOut
 from .schemas import (
     CategoryList,
     CurrencyTotal,
@@ -29,7 +30,6 @@ from .schemas import (
     SpendingSummary,
     category_key,
 )
-from .schemas import Category as CategoryOut
 from .schemas import Expense as ExpenseOut
 
 MAX_CATEGORIES = 1000
@@ -164,9 +164,7 @@ def update_expense(session: Session, caller: Caller, expense_id: int, changes: E
     currency = changes.currency or expense.currency
     if changes.amount is not None or currency != expense.currency:
         amount: Decimal = (
-            changes.amount
-            if changes.amount is not None
-            else from_minor_units(expense.amount_minor, expense.currency)
+            changes.amount if changes.amount is not None else from_minor_units(expense.amount_minor, expense.currency)
         )
         expense.amount_minor = to_minor_units(amount, currency)
         expense.currency = currency
@@ -202,7 +200,9 @@ def _check_period(start: date | None, end: date | None) -> None:
 
 
 def _totals(sums: list[repo.CurrencySum]) -> list[CurrencyTotal]:
-    return [CurrencyTotal(currency=s.currency, total=format_amount(s.total_minor, s.currency), count=s.count) for s in sums]
+    return [
+        CurrencyTotal(currency=s.currency, total=format_amount(s.total_minor, s.currency), count=s.count) for s in sums
+    ]
 
 
 def query_expenses_by_category(
@@ -263,15 +263,19 @@ def summarize_spending(
     user_id = repo.find_user_id(session, caller.user)
     if user_id is None:
         return SpendingSummary(
-            start_date=start, end_date=end, group_by=group_by, groups=[], totals=[], count=0, group_count=0,
+            start_date=start,
+            end_date=end,
+            group_by=group_by,
+            groups=[],
+            totals=[],
+            count=0,
+            group_count=0,
             next_cursor=None,
         )
     sums = repo.sums_by_currency(session, user_id, start=start, end=end)
     groups, group_count = repo.spending_groups(
         session, user_id, start=start, end=end, group_by=group_by, offset=offset, limit=limit
     )
-    if not groups and offset:
-        group_count = repo.count_spending_groups(session, user_id, start=start, end=end, group_by=group_by)
     currency_totals = {s.currency: s.total_minor for s in sums}
     return SpendingSummary(
         start_date=start,
@@ -290,9 +294,7 @@ def summarize_spending(
         totals=_totals(sums),
         count=sum(s.count for s in sums),
         group_count=group_count,
-        next_cursor=(
-            _encode_cursor(f"summary:{group_by}", offset + limit) if offset + limit < group_count else None
-        ),
+        next_cursor=(_encode_cursor(f"summary:{group_by}", offset + limit) if offset + limit < group_count else None),
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 from budget_mcp.config import Settings
 from budget_mcp.db import Base, make_engine, upgrade_schema
 from budget_mcp.server import build_server
+
 from pgserver import PostgresInstance, PostgresUnavailable, running_postgres
 
 BACKENDS = ["sqlite", "postgresql"]

@@ -120,9 +120,15 @@ LAYERS = ["cli", "server", "service", "repository", "models", "db"]
 LEAVES = {"schemas", "errors", "money", "config"}
 
 
-@pytest.mark.parametrize("module", sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in {"__init__", "__main__"}))
+@pytest.mark.parametrize(
+    "module", sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in {"__init__", "__main__"})
+)
 def test_imports_point_one_way_and_only_the_adapter_imports_mcp(module: str) -> None:
-    ours = {name.removeprefix("budget_mcp.").split(".")[0] for name in _imports(PACKAGE / f"{module}.py") if name.startswith("budget_mcp")}
+    ours = {
+        name.removeprefix("budget_mcp.").split(".")[0]
+        for name in _imports(PACKAGE / f"{module}.py")
+        if name.startswith("budget_mcp")
+    }
     ours.discard("")
     if module in LAYERS:
         allowed = set(LAYERS[LAYERS.index(module) + 1 :]) | LEAVES | {"__init__", "budget_mcp"}

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
+
 from conftest import make_settings
 from helpers import fails, ok, seed_categories, snapshot
 
@@ -32,7 +33,11 @@ async def test_create_expense_returns_the_stored_expense_with_exact_amount(clien
     assert expense["currency"] == "USD"
     assert expense["category"] == "Food"
     assert expense["spent_on"] == "2026-03-14"
-    assert (expense["description"], expense["merchant"], expense["notes"]) == ("Lunch", "Cafe Rio", "with Sam")
+    assert (expense["description"], expense["merchant"], expense["notes"]) == (
+        "Lunch",
+        "Cafe Rio",
+        "with Sam",
+    )
     with db.connect() as connection:
         stored = connection.execute(text("SELECT amount_minor, currency FROM expenses")).one()
     assert tuple(stored) == (1230, "USD")
@@ -101,12 +106,17 @@ async def test_sql_injection_and_unicode_text_is_stored_and_returned_literally(c
     await seed_categories(client, name)
     description = "Robert'); DROP TABLE users;-- 🍕 naïve 日本語"
     created = await ok(
-        client, "create_expense", amount=1, description=description, category=name, merchant="O'Brien \"&\" Sons"
+        client,
+        "create_expense",
+        amount=1,
+        description=description,
+        category=name,
+        merchant='O\'Brien "&" Sons',
     )
     fetched = await ok(client, "get_expense", expense_id=created["id"])
     assert fetched["description"] == description
     assert fetched["category"] == name
-    assert fetched["merchant"] == "O'Brien \"&\" Sons"
+    assert fetched["merchant"] == 'O\'Brien "&" Sons'
     listed = await ok(client, "list_categories")
     assert [c["name"] for c in listed["categories"]] == [name]
 
@@ -120,7 +130,13 @@ async def test_get_expense_returns_what_create_expense_stored(client: Client) ->
 async def test_update_expense_changes_only_the_given_fields(client: Client) -> None:
     await seed_categories(client, "Food", "Fun")
     created = await ok(
-        client, "create_expense", amount="4.20", description="bagel", category="Food", merchant="Deli", notes="n"
+        client,
+        "create_expense",
+        amount="4.20",
+        description="bagel",
+        category="Food",
+        merchant="Deli",
+        notes="n",
     )
     updated = await ok(
         client, "update_expense", expense_id=created["id"], amount="5", category="fun", spent_on="2026-01-02"
@@ -180,7 +196,9 @@ async def test_a_user_never_sees_or_changes_another_users_expenses(database_url:
         before = snapshot(db)
         for tool, extra in [("get_expense", {}), ("update_expense", {"amount": 1}), ("delete_expense", {})]:
             message = await fails(bob, tool, expense_id=mine["id"], **extra)
-            assert message.endswith(f"no expense with id {mine['id']}; find ids with query_expenses_by_category or summarize_spending")
+            assert message.endswith(
+                f"no expense with id {mine['id']}; find ids with query_expenses_by_category or summarize_spending"
+            )
         assert "no category 'Food'" in await fails(bob, "query_expenses_by_category", category="Food")
         assert (await ok(bob, "list_categories"))["categories"] == []
         summary = await ok(bob, "summarize_spending", start_date="2000-01-01", end_date="2100-12-31")

@@ -15,7 +15,13 @@ pytestmark = pytest.mark.anyio
 
 async def _spend(client: Client, amount: str, category: str, day: str, **extra: str) -> dict[str, object]:
     return await ok(
-        client, "create_expense", amount=amount, description=f"{category} on {day}", category=category, spent_on=day, **extra
+        client,
+        "create_expense",
+        amount=amount,
+        description=f"{category} on {day}",
+        category=category,
+        spent_on=day,
+        **extra,
     )
 
 
@@ -52,7 +58,9 @@ async def test_query_by_category_respects_an_inclusive_date_range(client: Client
     await seed_categories(client, "Food")
     for day in ("2026-03-01", "2026-03-15", "2026-03-31", "2026-04-01"):
         await _spend(client, "1", "Food", day)
-    page = await ok(client, "query_expenses_by_category", category="Food", start_date="2026-03-01", end_date="2026-03-31")
+    page = await ok(
+        client, "query_expenses_by_category", category="Food", start_date="2026-03-01", end_date="2026-03-31"
+    )
     assert [e["spent_on"] for e in page["expenses"]] == ["2026-03-31", "2026-03-15", "2026-03-01"]
     assert (page["start_date"], page["end_date"], page["count"]) == ("2026-03-01", "2026-03-31", 3)
     assert page["next_cursor"] is None
@@ -122,8 +130,13 @@ async def test_summarize_by_merchant_keeps_expenses_without_one_under_null(clien
     await _spend(client, "5", "Food", "2026-01-01", merchant="Deli")
     await _spend(client, "7", "Food", "2026-01-02", merchant="Deli")
     await _spend(client, "3", "Food", "2026-01-03")
-    summary = await ok(client, "summarize_spending", start_date="2026-01-01", end_date="2026-01-31", group_by="merchant")
-    assert [(g["key"], g["total"], g["count"]) for g in summary["groups"]] == [("Deli", "12.00", 2), (None, "3.00", 1)]
+    summary = await ok(
+        client, "summarize_spending", start_date="2026-01-01", end_date="2026-01-31", group_by="merchant"
+    )
+    assert [(g["key"], g["total"], g["count"]) for g in summary["groups"]] == [
+        ("Deli", "12.00", 2),
+        (None, "3.00", 1),
+    ]
 
 
 async def test_summarize_pages_groups_and_keeps_grand_totals_on_every_page(client: Client) -> None:
@@ -135,7 +148,9 @@ async def test_summarize_pages_groups_and_keeps_grand_totals_on_every_page(clien
     cursor = None
     pages = 0
     while True:
-        args = {"start_date": "2026-08-01", "end_date": "2026-08-31", "limit": 3} | ({"cursor": cursor} if cursor else {})
+        args = {"start_date": "2026-08-01", "end_date": "2026-08-31", "limit": 3} | (
+            {"cursor": cursor} if cursor else {}
+        )
         summary = await ok(client, "summarize_spending", **args)
         pages += 1
         assert summary["totals"] == [{"currency": "USD", "total": "28.00", "count": 7}]
@@ -150,7 +165,12 @@ async def test_summarize_pages_groups_and_keeps_grand_totals_on_every_page(clien
 
 async def test_summarize_an_empty_period_returns_zero_groups(client: Client) -> None:
     summary = await ok(client, "summarize_spending", start_date="2030-01-01", end_date="2030-01-31")
-    assert (summary["groups"], summary["totals"], summary["count"], summary["next_cursor"]) == ([], [], 0, None)
+    assert (summary["groups"], summary["totals"], summary["count"], summary["next_cursor"]) == (
+        [],
+        [],
+        0,
+        None,
+    )
 
 
 async def test_many_small_amounts_sum_exactly(client: Client, db: Engine) -> None:
@@ -163,7 +183,10 @@ async def test_many_small_amounts_sum_exactly(client: Client, db: Engine) -> Non
         await _spend(client, "0.10", "Food", "2026-09-02")
     summary = await ok(client, "summarize_spending", start_date="2026-09-01", end_date="2026-09-30", group_by="day")
     assert summary["totals"] == [{"currency": "USD", "total": "10.10", "count": 100}]
-    assert [(g["key"], g["total"]) for g in summary["groups"]] == [("2026-09-01", "0.30"), ("2026-09-02", "9.80")]
+    assert [(g["key"], g["total"]) for g in summary["groups"]] == [
+        ("2026-09-01", "0.30"),
+        ("2026-09-02", "9.80"),
+    ]
     with db.connect() as connection:
         independent = connection.execute(text("SELECT SUM(amount_minor) FROM expenses")).scalar_one()
     assert Decimal(summary["totals"][0]["total"]) == Decimal(int(independent)) / 100

@@ -62,14 +62,10 @@ def upgrade() -> None:
             name=op.f("fk_expenses_user_id_category_id_categories"),
             ondelete="RESTRICT",
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_expenses_user_id_users"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_expenses_user_id_users"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_expenses")),
     )
-    op.create_index(
-        op.f("ix_expenses_user_id_spent_on_id"), "expenses", ["user_id", "spent_on", "id"], unique=False
-    )
+    op.create_index(op.f("ix_expenses_user_id_spent_on_id"), "expenses", ["user_id", "spent_on", "id"], unique=False)
     op.create_index(
         op.f("ix_expenses_user_id_category_id_spent_on_id"),
         "expenses",
