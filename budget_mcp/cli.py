@@ -16,7 +16,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
 from .config import Settings
-from .db import make_engine, upgrade_schema
 
 logger = logging.getLogger("budget_mcp")
 
@@ -73,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("serve", help="serve MCP over stdio (the default when no command is given)")
     db = commands.add_parser("db", help="manage the database")
-    db_commands = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+    db_commands = db.add_subparsers(dest="db_command", metavar="{upgrade}", required=True)
     db_commands.add_parser("upgrade", help="bring the database schema up to date (the server also does it on start)")
     commands.add_parser("info", help="show the settings in effect, with secrets masked")
     return parser
@@ -107,6 +106,8 @@ def _serve(settings: Settings) -> int:
 
 
 def _db_upgrade(settings: Settings) -> int:
+    from .db import make_engine, upgrade_schema  # imported when needed: keeps --help and --version quick
+
     engine = make_engine(settings.url)
     try:
         upgrade_schema(engine)
@@ -131,6 +132,16 @@ def _info(settings: Settings) -> int:
     return 0
 
 
+def _database_error(raised: BaseException) -> SQLAlchemyError | None:
+    if isinstance(raised, SQLAlchemyError):
+        return raised
+    if isinstance(raised, BaseExceptionGroup):
+        for inner in raised.exceptions:
+            if (found := _database_error(inner)) is not None:
+                return found
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = _load_settings(args.env_file)
@@ -141,7 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _info(settings)
         return _serve(settings)
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, ExceptionGroup) as raised:
+        # Serving, the SDK's task group hands a failed start-up (the lifespan) over inside a group.
+        error = _database_error(raised)
+        if error is None:
+            raise
         logger.debug("database error", exc_info=True)
         detail = str(getattr(error, "orig", None) or type(error).__name__).strip().splitlines()
         logger.error(

@@ -137,7 +137,7 @@ def normalize_database_url(raw: str) -> URL:
     """Parse a user's URL; ``postgres://`` and ``postgresql://`` use psycopg2 (safe behind PgBouncer)."""
     try:
         url = make_url(raw.strip())
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. no host, so the password is read as the port
         raise ValueError(
             "DATABASE_URL is not a valid database URL; expected postgresql://user:password@host/db "
             "or sqlite:////absolute/path/budget.sqlite3"
@@ -161,7 +161,8 @@ def redact_url(url: URL | str) -> str:
     if isinstance(url, str):
         try:
             url = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             return "<unparseable database URL>"
     query = {key: ("***" if key.lower() in _SECRET_QUERY_KEYS else value) for key, value in url.query.items()}
-    return url.set(query=query).render_as_string(hide_password=True)
+    # Masked query values are rendered URL-quoted; show them as plainly as the masked password.
+    return url.set(query=query).render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")

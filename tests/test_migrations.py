@@ -1,0 +1,233 @@
+"""Alembic migrations build exactly the models' schema, and the database itself enforces the data rules,
+on a fresh SQLite file and on a fresh PostgreSQL database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, func, insert, inspect, select
+from sqlalchemy.exc import DataError, IntegrityError
+
+from budget_mcp import models
+from budget_mcp.config import Settings
+from budget_mcp.db import MIGRATIONS_DIR, Base, make_engine, upgrade_schema
+from budget_mcp.schemas import category_key
+
+from conftest import BACKENDS
+from pgserver import PostgresInstance
+
+TABLES = {"users", "categories", "expenses"}
+
+
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine, configured as the server configures it, on a brand-new empty database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        name = None
+    else:
+        postgres: PostgresInstance = request.getfixturevalue("postgres")
+        name = f"migrations_{uuid.uuid4().hex[:12]}"
+        url = postgres.create_database(name)
+    engine = make_engine(Settings(database_url=url, _env_file=None).url)  # type: ignore[call-arg]
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        if name is not None:
+            postgres.drop_database(name)
+
+
+@pytest.fixture
+def migrated(engine: Engine) -> Engine:
+    upgrade_schema(engine)
+    return engine
+
+
+def alembic(engine: Engine, action: str, revision: str) -> None:
+    """Run ``alembic upgrade|downgrade revision`` on ``engine`` the way the application does."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+
+
+def schema_differences(engine: Engine) -> list[Any]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def table_names(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+# --- rows to write ------------------------------------------------------------------------------------
+
+
+def add_user(connection: Connection, name: str) -> int:
+    return connection.execute(insert(models.User).values(name=name).returning(models.User.id)).scalar_one()
+
+
+def add_category(connection: Connection, user_id: int, name: str) -> int:
+    return connection.execute(
+        insert(models.Category)
+        .values(user_id=user_id, name=name, name_key=category_key(name))
+        .returning(models.Category.id)
+    ).scalar_one()
+
+
+def add_expense(connection: Connection, user_id: int, category_id: int, **overrides: Any) -> int:
+    values: dict[str, Any] = {
+        "user_id": user_id,
+        "category_id": category_id,
+        "amount_minor": 1230,
+        "currency": "USD",
+        "spent_on": date(2026, 3, 14),
+        "description": "lunch",
+    }
+    values.update(overrides)
+    return connection.execute(insert(models.Expense).values(**values).returning(models.Expense.id)).scalar_one()
+
+
+def count(engine: Engine, model: type[Base]) -> int:
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+# --- migrations ---------------------------------------------------------------------------------------
+
+
+def test_upgrading_an_empty_database_yields_exactly_the_models_schema(engine: Engine) -> None:
+    assert table_names(engine) == set()
+    upgrade_schema(engine)
+    assert table_names(engine) == TABLES | {"alembic_version"}
+    assert current_revision(engine) == head_revision()
+    assert schema_differences(engine) == []
+
+
+def test_upgrading_twice_is_harmless_and_keeps_the_data(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        user_id = add_user(connection, "alice")
+        add_expense(connection, user_id, add_category(connection, user_id, "Food"))
+    upgrade_schema(migrated)
+    assert current_revision(migrated) == head_revision()
+    assert schema_differences(migrated) == []
+    assert (count(migrated, models.User), count(migrated, models.Category), count(migrated, models.Expense)) == (
+        1,
+        1,
+        1,
+    )
+
+
+def test_downgrading_to_base_removes_the_schema_and_upgrading_rebuilds_it(migrated: Engine) -> None:
+    alembic(migrated, "downgrade", "base")
+    assert table_names(migrated) - {"alembic_version"} == set()
+    assert current_revision(migrated) is None
+    alembic(migrated, "upgrade", "head")
+    assert current_revision(migrated) == head_revision()
+    assert schema_differences(migrated) == []
+
+
+# --- what the database enforces by itself -------------------------------------------------------------
+
+
+def test_an_expense_in_a_missing_category_is_refused_by_a_foreign_key(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        user_id = add_user(connection, "alice")
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        add_expense(connection, user_id, category_id=999)
+    assert count(migrated, models.Expense) == 0
+
+
+def test_an_expense_of_a_missing_user_is_refused_by_a_foreign_key(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        category_id = add_category(connection, add_user(connection, "alice"), "Food")
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        add_expense(connection, 999, category_id)
+
+
+def test_a_category_in_use_cannot_be_deleted(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        user_id = add_user(connection, "alice")
+        category_id = add_category(connection, user_id, "Food")
+        add_expense(connection, user_id, category_id)
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        connection.execute(models.Category.__table__.delete().where(models.Category.id == category_id))
+    assert count(migrated, models.Category) == 1
+
+
+@pytest.mark.parametrize("amount_minor", [0, -1, -1230])
+def test_the_database_refuses_amounts_that_are_not_positive(migrated: Engine, amount_minor: int) -> None:
+    with migrated.begin() as connection:
+        user_id = add_user(connection, "alice")
+        category_id = add_category(connection, user_id, "Food")
+        add_expense(connection, user_id, category_id, amount_minor=1)  # the smallest amount is fine
+    with pytest.raises(IntegrityError, match="amount_positive"), migrated.begin() as connection:
+        add_expense(connection, user_id, category_id, amount_minor=amount_minor)
+    assert count(migrated, models.Expense) == 1
+
+
+@pytest.mark.parametrize("currency", ["US", "EURO", ""])
+def test_the_database_refuses_currency_codes_that_are_not_three_letters(migrated: Engine, currency: str) -> None:
+    with migrated.begin() as connection:
+        user_id = add_user(connection, "alice")
+        category_id = add_category(connection, user_id, "Food")
+    # SQLite relies on the CHECK; PostgreSQL's varchar(3) already refuses longer codes (DataError).
+    with pytest.raises((IntegrityError, DataError)), migrated.begin() as connection:
+        add_expense(connection, user_id, category_id, currency=currency)
+
+
+def test_an_expense_cannot_reference_another_users_category(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        alice = add_user(connection, "alice")
+        bob = add_user(connection, "bob")
+        alices_food = add_category(connection, alice, "Food")
+        bobs_food = add_category(connection, bob, "Food")
+        add_expense(connection, alice, alices_food)
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        add_expense(connection, alice, bobs_food)
+    assert count(migrated, models.Expense) == 1
+
+
+@pytest.mark.parametrize(("first", "second"), [("Food", "food"), ("Food", "FOOD"), ("Straße", "STRASSE")])
+def test_category_names_are_unique_per_user_regardless_of_case(migrated: Engine, first: str, second: str) -> None:
+    with migrated.begin() as connection:
+        alice = add_user(connection, "alice")
+        bob = add_user(connection, "bob")
+        add_category(connection, alice, first)
+        add_category(connection, bob, second)  # another user may have the same name
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        add_category(connection, alice, second)
+    assert count(migrated, models.Category) == 2
+
+
+def test_user_names_are_unique(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        add_user(connection, "alice")
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        add_user(connection, "alice")
