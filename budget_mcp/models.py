@@ -17,7 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, utcnow
-from .schemas import DESCRIPTION_MAX, MERCHANT_MAX, NAME_MAX, NOTES_MAX
+from .schemas import DESCRIPTION_MAX, MERCHANT_MAX, NAME_KEY_MAX, NAME_MAX, NOTES_MAX
 
 USER_NAME_MAX = 100
 
@@ -45,7 +45,7 @@ class Category(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(NAME_MAX))
-    name_key: Mapped[str] = mapped_column(String(NAME_MAX * 3))  # casefold() may lengthen a name
+    name_key: Mapped[str] = mapped_column(String(NAME_KEY_MAX))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

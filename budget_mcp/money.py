@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from iso4217 import Currency
 
@@ -43,15 +43,15 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
     if amount > MAX_AMOUNT:
         raise InvalidInput(f"amount {amount} is too large; the most one expense may be is {MAX_AMOUNT:,}")
     digits = minor_digits(currency)
-    try:
-        scaled = amount.scaleb(digits)
-        exact = scaled == scaled.to_integral_value()
-    except InvalidOperation:
-        exact = False
-    if not exact:
+    # Work on the exact digits: Decimal arithmetic would round to 28 significant digits first.
+    sign, coefficient, exponent = amount.as_tuple()
+    assert isinstance(exponent, int) and sign == 0  # finite and positive, checked above
+    while exponent < 0 and coefficient and coefficient[-1] == 0:  # 12.300 has only two decimals
+        coefficient, exponent = coefficient[:-1], exponent + 1
+    if exponent + digits < 0:
         allowed = "no decimals" if digits == 0 else f"at most {digits} decimal place{'s' if digits > 1 else ''}"
         raise InvalidInput(f"amount {amount} has too many decimals: {currency} allows {allowed}")
-    return int(scaled)
+    return int("".join(map(str, coefficient)) + "0" * (exponent + digits))
 
 
 def from_minor_units(minor: int, currency: str) -> Decimal:

@@ -19,8 +19,10 @@ MERCHANT_MAX = 200
 NOTES_MAX = 2000
 MAX_ID = 2**31 - 1
 PAGE_MAX = 200
+GROUPS_MAX = 1000
+NAME_KEY_MAX = NAME_MAX * 3  # room for case folding and compatibility forms of a 64-character name
 
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 # --- validators: one place for each rule -------------------------------------------------------------
@@ -66,9 +68,22 @@ def parse_iso_date(value: object) -> date:
         raise InvalidInput(f"{value.strip()} is not a real calendar date") from None
 
 
+def _not_a_boolean(value: object) -> object:
+    """Integers stay lax ("5" and 5.0 are 5), but a JSON true must not become id 1 or a page of one."""
+    if isinstance(value, bool):
+        raise InvalidInput("Input should be a valid integer, not a boolean")
+    return value
+
+
 def category_key(name: str) -> str:
     """How category names compare: case-insensitively and by Unicode compatibility ("Food" == "FOOD")."""
     return unicodedata.normalize("NFKC", name).casefold()
+
+
+def _comparable_name(value: str) -> str:
+    if len(category_key(value)) > NAME_KEY_MAX:  # a few ligatures expand many times over when normalised
+        raise InvalidInput(f"is too long once normalised; use at most {NAME_MAX} ordinary letters")
+    return value
 
 
 # --- input types --------------------------------------------------------------------------------------
@@ -99,6 +114,7 @@ CategoryName = Annotated[
     str,
     Field(min_length=1, max_length=NAME_MAX, description="Category name; matched case-insensitively."),
     AfterValidator(_single_line),
+    AfterValidator(_comparable_name),
 ]
 Description = Annotated[
     str,
@@ -115,8 +131,19 @@ Notes = Annotated[
     Field(min_length=1, max_length=NOTES_MAX, description="Free-form notes; may span several lines."),
     AfterValidator(_multi_line),
 ]
-ExpenseId = Annotated[int, Field(ge=1, le=MAX_ID, description="An expense's id, as returned by other tools.")]
-PageLimit = Annotated[int, Field(ge=1, le=PAGE_MAX, description=f"Page size, 1 to {PAGE_MAX}.")]
+ExpenseId = Annotated[
+    int,
+    Field(ge=1, le=MAX_ID, description="An expense's id, as returned by other tools."),
+    BeforeValidator(_not_a_boolean),
+]
+PageLimit = Annotated[
+    int, Field(ge=1, le=PAGE_MAX, description=f"Page size, 1 to {PAGE_MAX}."), BeforeValidator(_not_a_boolean)
+]
+GroupLimit = Annotated[
+    int,
+    Field(ge=1, le=GROUPS_MAX, description=f"Most groups to return, 1 to {GROUPS_MAX}."),
+    BeforeValidator(_not_a_boolean),
+]
 Cursor = Annotated[
     str,
     Field(

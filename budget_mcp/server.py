@@ -7,16 +7,17 @@ into ``ToolError`` (the only exception whose text SDK v2 shows the client).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,6 +39,7 @@ from .schemas import (
     ExpenseId,
     ExpensePage,
     GroupBy,
+    GroupLimit,
     IsoDate,
     Merchant,
     NewExpense,
@@ -114,6 +116,7 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         finally:
             engine.dispose()
 
+    refuse_unknown_arguments = _RefuseUnknownArguments()
     server: MCPServer[AppState] = MCPServer(
         "budget-mcp",
         title="Budget",
@@ -121,9 +124,38 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=settings.log_level,
+        middleware=[refuse_unknown_arguments],
     )
     _register_tools(server)
+    refuse_unknown_arguments.server = server
     return server
+
+
+class _RefuseUnknownArguments:
+    """Refuse a tool call with an argument the tool does not have (say ``merchnat``): the SDK would drop
+    it silently, and the expense would be stored without what the agent meant to record."""
+
+    def __init__(self) -> None:
+        self.server: MCPServer[AppState] | None = None
+        self._parameters: dict[str, frozenset[str]] | None = None
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        params = ctx.params if ctx.method == "tools/call" else None
+        if isinstance(params, Mapping) and isinstance(params.get("arguments"), Mapping):
+            if self._parameters is None:
+                assert self.server is not None, "build_server() sets the server before it can serve"
+                tools = await self.server.list_tools()
+                self._parameters = {t.name: frozenset(t.input_schema.get("properties", {})) for t in tools}
+            tool, arguments = params.get("name"), params["arguments"]
+            known = self._parameters.get(tool) if isinstance(tool, str) else None
+            unknown = sorted(set(arguments) - known) if known is not None else []
+            if unknown:
+                message = (
+                    f"Error executing tool {tool}: unknown argument{'s' if len(unknown) > 1 else ''} "
+                    f"{', '.join(map(repr, unknown))}; {tool} takes {', '.join(sorted(known or ()))}"
+                )
+                return CallToolResult(content=[TextContent(text=message)], is_error=True)
+        return await call_next(ctx)
 
 
 def _annotations(*, read_only: bool, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
@@ -190,7 +222,7 @@ def _register_tools(server: MCPServer[AppState]) -> None:
         end_date: Annotated[IsoDate, Field(description="Last day included, YYYY-MM-DD.")],
         ctx: AppContext,
         group_by: Annotated[GroupBy, Field(description="How to group the totals.")] = "category",
-        limit: Annotated[int, Field(ge=1, le=1000, description="Most groups to return, 1 to 1000.")] = 100,
+        limit: GroupLimit = 100,
         cursor: Cursor | None = None,
     ) -> SpendingSummary:
         """Answer "where did my money go?": totals for a period grouped by category, month, week, day or

@@ -18,8 +18,9 @@ from . import repository as repo
 from .errors import Conflict, InvalidInput, NotFound
 from .models import Category, Expense
 from .money import format_amount, from_minor_units, to_minor_units
-from .schemas import Category as CategoryOut
 from .schemas import (
+    MAX_ID,
+    NAME_KEY_MAX,
     CategoryList,
     CurrencyTotal,
     ExpenseChanges,
@@ -29,10 +30,13 @@ from .schemas import (
     SpendingGroup,
     SpendingSummary,
     category_key,
+    parse_iso_date,
 )
+from .schemas import Category as CategoryOut
 from .schemas import Expense as ExpenseOut
 
 MAX_CATEGORIES = 1000
+MAX_OFFSET = 10**9
 SUGGESTIONS = 5
 
 
@@ -67,7 +71,7 @@ def list_categories(session: Session, caller: Caller, *, limit: int, cursor: str
     user_id = repo.find_user_id(session, caller.user)
     if user_id is None:
         return CategoryList(categories=[], count=0, next_cursor=None)
-    after = _decode_cursor(cursor, "categories", str) if cursor else None
+    after = _categories_position(cursor) if cursor else None
     rows = repo.categories_with_counts(session, user_id, after_key=after, limit=limit + 1)
     page = rows[:limit]
     return CategoryList(
@@ -216,13 +220,7 @@ def query_expenses_by_category(
     cursor: str | None,
 ) -> ExpensePage:
     _check_period(start, end)
-    before = _decode_cursor(cursor, "expenses", list) if cursor else None
-    position: tuple[date, int] | None = None
-    if before is not None:
-        try:
-            position = (date.fromisoformat(before[0]), int(before[1]))
-        except (ValueError, TypeError, IndexError):
-            raise _bad_cursor() from None
+    position = _expenses_position(cursor) if cursor else None
     user_id = repo.find_user_id(session, caller.user)
     found = _require_category(session, user_id, category)
     rows = repo.expenses_in_category(
@@ -257,9 +255,7 @@ def summarize_spending(
     cursor: str | None,
 ) -> SpendingSummary:
     _check_period(start, end)
-    offset = _decode_cursor(cursor, f"summary:{group_by}", int) if cursor else 0
-    if offset < 0:
-        raise _bad_cursor()
+    offset = _summary_position(cursor, group_by) if cursor else 0
     user_id = repo.find_user_id(session, caller.user)
     if user_id is None:
         return SpendingSummary(
@@ -310,15 +306,42 @@ def _encode_cursor(kind: str, position: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, kind: str, expected: type) -> Any:
+def _decode_cursor(cursor: str, kind: str) -> Any:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         found_kind, position = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
         raise _bad_cursor() from None
-    if found_kind != kind or not isinstance(position, expected) or isinstance(position, bool):
+    if found_kind != kind:
         raise _bad_cursor()
     return position
+
+
+def _categories_position(cursor: str) -> str:
+    key = _decode_cursor(cursor, "categories")
+    if not isinstance(key, str) or not 0 < len(key) <= NAME_KEY_MAX or not key.isprintable():
+        raise _bad_cursor()
+    return key
+
+
+def _expenses_position(cursor: str) -> tuple[date, int]:
+    position = _decode_cursor(cursor, "expenses")
+    if not (isinstance(position, list) and len(position) == 2 and isinstance(position[0], str)):
+        raise _bad_cursor()
+    day, expense_id = position
+    if type(expense_id) is not int or not 0 < expense_id <= MAX_ID:
+        raise _bad_cursor()
+    try:
+        return parse_iso_date(day), expense_id
+    except InvalidInput:
+        raise _bad_cursor() from None
+
+
+def _summary_position(cursor: str, group_by: str) -> int:
+    offset = _decode_cursor(cursor, f"summary:{group_by}")
+    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
+        raise _bad_cursor()
+    return offset
 
 
 def _bad_cursor() -> InvalidInput:

@@ -90,9 +90,7 @@ class PostgresInstance:
         As the app role unless ``admin`` is true.  The password is URL-quoted, e.g.
         ``postgresql+psycopg2://app:pw@127.0.0.1:PORT/budget?sslmode=require``.
         """
-        user, password = (
-            (self.admin_user, self.admin_password) if admin else (self.app_user, self.app_password)
-        )
+        user, password = (self.admin_user, self.admin_password) if admin else (self.app_user, self.app_password)
         return URL.create(
             DRIVER,
             username=user,
@@ -366,9 +364,7 @@ class _Cluster:
         finally:
             cert_out, cert_err = cert_proc.communicate(timeout=_STEP_TIMEOUT)
         if cert_proc.returncode != 0:
-            raise PostgresUnavailable(
-                f"openssl failed (exit {cert_proc.returncode}):\n{_tail(cert_err or cert_out)}"
-            )
+            raise PostgresUnavailable(f"openssl failed (exit {cert_proc.returncode}):\n{_tail(cert_err or cert_out)}")
         self.chown(self.certfile)
         self.chown(self.keyfile)
         os.chmod(self.keyfile, 0o600)

@@ -76,6 +76,20 @@ async def test_input_schemas_carry_their_constraints(sqlite_client: Client) -> N
     assert query["properties"]["limit"]["maximum"] == 200
 
 
+def _keys(schema: object) -> set[str]:
+    if isinstance(schema, dict):
+        return set(schema) | {k for value in schema.values() for k in _keys(value)}
+    if isinstance(schema, list):
+        return {k for value in schema for k in _keys(value)}
+    return set()
+
+
+async def test_input_schemas_use_only_json_schema_keywords_for_constraints(sqlite_client: Client) -> None:
+    for name, tool in (await _tools(sqlite_client)).items():
+        pydantic_only = _keys(tool.input_schema) & {"ge", "gt", "le", "lt"}  # type: ignore[attr-defined]
+        assert not pydantic_only, f"{name}: {pydantic_only}"
+
+
 async def test_the_server_introduces_itself_to_the_model(sqlite_client: Client) -> None:
     assert sqlite_client.server_info is not None
     assert sqlite_client.server_info.name == "budget-mcp"
@@ -137,3 +151,12 @@ def test_imports_point_one_way_and_only_the_adapter_imports_mcp(module: str) -> 
     assert ours <= allowed, f"{module} imports {sorted(ours - allowed)}"
     uses_mcp = any(name == "mcp" or name.startswith("mcp.") for name in _imports(PACKAGE / f"{module}.py"))
     assert uses_mcp is (module in {"server"}), module
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_misspelt_argument_is_refused_on_every_protocol_version(tmp_path: Path, mode: str) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", user="alice", _env_file=None)  # type: ignore[call-arg]
+    async with Client(build_server(settings), mode=mode) as client:  # type: ignore[arg-type]
+        result = await client.call_tool("list_categories", {"limt": 5})
+    assert result.is_error
+    assert "unknown argument 'limt'; list_categories takes cursor, limit" in result.content[0].text  # type: ignore[union-attr]
