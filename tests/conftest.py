@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from budget_mcp.config import Settings
-from budget_mcp.db import Base, make_engine, upgrade_schema
+from budget_mcp.db import make_engine, upgrade_schema
 from budget_mcp.server import build_server
 
+from helpers import empty_tables
 from pgserver import PostgresInstance, PostgresUnavailable, running_postgres
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -49,16 +50,6 @@ def postgres_url(postgres: PostgresInstance) -> str:
     return url
 
 
-def _truncate_all(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """Each behaviour test runs twice: on a fresh SQLite file and on the test PostgreSQL."""
@@ -66,11 +57,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
         yield f"sqlite:///{tmp_path / 'budget.sqlite3'}"
         return
     url = request.getfixturevalue("postgres_url")
-    _truncate_all(url)
+    empty_tables(url)
     try:
         yield url
     finally:
-        _truncate_all(url)
+        empty_tables(url)
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mcp import Client
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, create_engine, select, text
 
 from budget_mcp.db import Base
 
@@ -35,6 +35,17 @@ def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
             table.name: [tuple(row) for row in connection.execute(select(table).order_by(*table.primary_key))]
             for table in Base.metadata.sorted_tables
         }
+
+
+def empty_tables(url: str) -> None:
+    """Empty every table of a migrated PostgreSQL database (the shared test database) and reset its ids."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
 
 
 async def seed_categories(client: Client, *names: str) -> None:

@@ -20,9 +20,8 @@ from mcp.client.stdio import stdio_client
 from sqlalchemy import Engine, create_engine, text
 
 from budget_mcp import __version__
-from budget_mcp.db import Base
 
-from helpers import fails, ok
+from helpers import empty_tables, fails, ok
 from pgserver import PostgresInstance
 
 SERVER = [sys.executable, "-m", "budget_mcp"]
@@ -58,17 +57,6 @@ def parameters(tmp_path: Path, database_url: str, **settings: str) -> StdioServe
     return StdioServerParameters(
         command=SERVER[0], args=SERVER[1:], env=server_env(tmp_path, database_url, **settings), cwd=tmp_path
     )
-
-
-def empty_tables(url: str) -> None:
-    """Leave the shared test PostgreSQL database as the other tests expect it: migrated and empty."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
-            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    finally:
-        engine.dispose()
 
 
 def rows(engine_url: str, sql: str) -> list[tuple[Any, ...]]:
