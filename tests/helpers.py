@@ -28,6 +28,17 @@ async def fails(client: Client, tool: str, /, **arguments: Any) -> str:
     return message
 
 
+# The expense the validation suites seed and then try, and fail, to change.
+LUNCH: dict[str, Any] = {
+    "amount": "12.30",
+    "description": "Lunch",
+    "category": "Food",
+    "spent_on": "2026-03-14",
+    "merchant": "Deli",
+    "notes": "with Sam",
+}
+
+
 def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, in primary-key order: equal snapshots mean nothing changed."""
     with engine.connect() as connection:

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
 
-from helpers import snapshot
+from helpers import LUNCH, snapshot
 
 PROPERTY = hypothesis.settings(
     max_examples=50,
@@ -88,15 +88,7 @@ def tools(settings: Settings, db: Engine) -> Iterator[Tools]:
     ):
         connected = Tools(portal=portal, client=client, db=db)
         connected.ok("create_category", name="Food")
-        connected.expense = connected.ok(
-            "create_expense",
-            amount="12.30",
-            description="Lunch",
-            category="Food",
-            spent_on="2026-03-14",
-            merchant="Deli",
-            notes="with Sam",
-        )
+        connected.expense = connected.ok("create_expense", **LUNCH)
         yield connected
 
 

@@ -27,7 +27,7 @@ from budget_mcp.db import Base, make_engine
 from budget_mcp.server import build_server
 
 from conftest import BACKENDS, make_settings
-from helpers import fails, ok, seed_categories, snapshot
+from helpers import LUNCH, fails, ok, seed_categories, snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -104,16 +104,7 @@ class Seeded:
 
     async def seed(self) -> None:
         await seed_categories(self.client, "Food", "Fuel", "Gifts", "Rent")
-        self.expense = await ok(
-            self.client,
-            "create_expense",
-            amount="12.30",
-            description="Lunch",
-            category="Food",
-            spent_on="2026-03-14",
-            merchant="Deli",
-            notes="with Sam",
-        )
+        self.expense = await ok(self.client, "create_expense", **LUNCH)
         for day in ("2026-03-01", "2026-04-01"):
             await ok(self.client, "create_expense", **_expense_args(category="Fuel", spent_on=day))
         self.pristine = snapshot(self.db)
