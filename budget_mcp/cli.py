@@ -29,6 +29,7 @@ Settings come from the environment or a .env file (see .env.example):
   BUDGET_MCP_DEFAULT_CURRENCY  ISO 4217 code used when a call names none (default: USD)
   BUDGET_MCP_TIMEZONE          IANA zone that decides "today" (default: the machine's)
   BUDGET_MCP_LOG_LEVEL         DEBUG, INFO, WARNING (default), ERROR or CRITICAL; logs go to stderr
+  BUDGET_MCP_READ_ONLY         true: offer no tool that changes data (default: false)
 """
 
 

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     default_currency: str = "USD"
     timezone: str | None = Field(default=None, description="IANA zone for 'today'; empty: the machine's.")
     log_level: LogLevel = "WARNING"
+    read_only: bool = Field(default=False, description="true: offer no tool that changes data.")
 
     @field_validator("database_url", mode="before")
     @classmethod

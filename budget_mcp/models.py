@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Date,
@@ -17,9 +19,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, utcnow
-from .schemas import DESCRIPTION_MAX, MERCHANT_MAX, NAME_KEY_MAX, NAME_MAX, NOTES_MAX
+from .schemas import DESCRIPTION_MAX, IDEMPOTENCY_KEY_MAX, MERCHANT_MAX, NAME_KEY_MAX, NAME_MAX, NOTES_MAX
 
 USER_NAME_MAX = 100
+# Ids are never reused (SQLite would otherwise hand a deleted row's id to the next insert): the audit log
+# names rows by id, and undoing a delete puts the row back under its old id.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
 class User(Base):
@@ -40,6 +45,7 @@ class Category(Base):
         UniqueConstraint("user_id", "name_key"),
         # Lets expenses reference (user_id, id), so an expense can never point at another user's category.
         UniqueConstraint("user_id", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -64,6 +70,9 @@ class Expense(Base):
         # Newest-first listings and date-range reports for one user, with or without a category.
         Index(None, "user_id", "spent_on", "id"),
         Index(None, "user_id", "category_id", "spent_on", "id"),
+        # A retried create_expense finds its first attempt; concurrent retries cannot both insert.
+        UniqueConstraint("user_id", "idempotency_key"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -75,6 +84,7 @@ class Expense(Base):
     description: Mapped[str] = mapped_column(String(DESCRIPTION_MAX))
     merchant: Mapped[str | None] = mapped_column(String(MERCHANT_MAX))
     notes: Mapped[str | None] = mapped_column(String(NOTES_MAX))
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_MAX))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -84,3 +94,68 @@ class Expense(Base):
         lazy="joined",
         viewonly=True,
     )
+
+
+class Budget(Base):
+    """A monthly spending limit for one category in one currency, over a span of months.
+
+    Months are stored as their first day. ``end_month`` None means "every month from ``start_month`` on".
+    A category's spans never overlap (the service carves old spans when a new limit is set).
+    """
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("length(currency) = 3", name="currency_code"),
+        CheckConstraint("end_month IS NULL OR end_month >= start_month", name="months_ordered"),
+        ForeignKeyConstraint(
+            ["user_id", "category_id"],
+            ["categories.user_id", "categories.id"],
+            ondelete="RESTRICT",
+        ),
+        UniqueConstraint("user_id", "category_id", "start_month"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    category_id: Mapped[int]
+    start_month: Mapped[date] = mapped_column(Date)
+    end_month: Mapped[date | None] = mapped_column(Date)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    rollover: Mapped[bool]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Change(Base):
+    """One entry of the audit log: a tool call that changed data, written in the same transaction."""
+
+    __tablename__ = "changes"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    tool: Mapped[str] = mapped_column(String(50))
+    summary: Mapped[str] = mapped_column(String(500))
+    undoes_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"))
+    undone_by_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"))
+
+
+class ChangeItem(Base):
+    """One row a change touched: its state before and after (None: it did not exist)."""
+
+    __tablename__ = "change_items"
+    __table_args__ = (
+        Index(None, "entity", "entity_id", "change_id"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id", ondelete="CASCADE"), index=True)
+    entity: Mapped[str] = mapped_column(String(20))
+    entity_id: Mapped[int]
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)

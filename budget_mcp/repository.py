@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import day_key, month_key, week_key
-from .models import Category, Expense, User
+from .models import Budget, Category, Expense, User
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,25 @@ def categories_with_counts(
 
 def get_expense(session: Session, user_id: int, expense_id: int) -> Expense | None:
     return session.scalar(select(Expense).where(Expense.user_id == user_id, Expense.id == expense_id))
+
+
+def expense_by_idempotency_key(session: Session, user_id: int, key: str) -> Expense | None:
+    return session.scalar(select(Expense).where(Expense.user_id == user_id, Expense.idempotency_key == key))
+
+
+def expenses_by_ids(session: Session, user_id: int, ids: Sequence[int]) -> Sequence[Expense]:
+    return session.scalars(select(Expense).where(Expense.user_id == user_id, Expense.id.in_(ids))).all()
+
+
+def count_expenses_in(session: Session, user_id: int, category_id: int) -> int:
+    stmt = select(func.count()).where(Expense.user_id == user_id, Expense.category_id == category_id)
+    return session.scalar(stmt) or 0
+
+
+def expenses_in(session: Session, user_id: int, category_id: int) -> Sequence[Expense]:
+    """Every expense of a category (for moving them all, with an audit record of each)."""
+    stmt = select(Expense).where(Expense.user_id == user_id, Expense.category_id == category_id).order_by(Expense.id)
+    return session.scalars(stmt).all()
 
 
 def _in_period(start: date | None, end: date | None) -> list[ColumnElement[bool]]:
@@ -200,3 +219,263 @@ def spending_groups(
     # The page lies past the end (data changed between pages): count the rows on their own.
     counted = select(func.count()).select_from(_grouped_sums(user_id, start, end, group_by).subquery())
     return groups, session.scalar(counted) or 0
+
+
+# --- budgets ------------------------------------------------------------------------------------------
+
+
+def budgets_of(session: Session, user_id: int, category_id: int) -> Sequence[Budget]:
+    stmt = (
+        select(Budget).where(Budget.user_id == user_id, Budget.category_id == category_id).order_by(Budget.start_month)
+    )
+    return session.scalars(stmt).all()
+
+
+def budgets_in_month(session: Session, user_id: int, first_day: date) -> Sequence[tuple[Budget, str, str]]:
+    """The budget spans covering a month, with their category's name and sort key, by name."""
+    stmt = (
+        select(Budget, Category.name, Category.name_key)
+        .join(Category, and_(Category.id == Budget.category_id, Category.user_id == Budget.user_id))
+        .where(
+            Budget.user_id == user_id,
+            Budget.start_month <= first_day,
+            or_(Budget.end_month.is_(None), Budget.end_month >= first_day),
+        )
+        .order_by(Category.name_key)
+    )
+    return [(budget, name, key) for budget, name, key in session.execute(stmt)]
+
+
+def budget_history(session: Session, user_id: int, category_ids: Sequence[int], before: date) -> Sequence[Budget]:
+    """The spans of these categories that start before a month (to follow rollover chains back)."""
+    if not category_ids:
+        return []
+    stmt = (
+        select(Budget)
+        .where(Budget.user_id == user_id, Budget.category_id.in_(category_ids), Budget.start_month < before)
+        .order_by(Budget.category_id, Budget.start_month)
+    )
+    return session.scalars(stmt).all()
+
+
+def spent_in_windows(session: Session, user_id: int, windows: Sequence[tuple[int, str, date, date]]) -> dict[int, int]:
+    """For each (category, currency, first day, last day) window, the sum spent: one grouped query."""
+    if not windows:
+        return {}
+    matches = [
+        and_(
+            Expense.category_id == category_id,
+            Expense.currency == currency,
+            Expense.spent_on >= start,
+            Expense.spent_on <= end,
+        )
+        for category_id, currency, start, end in windows
+    ]
+    stmt = (
+        select(Expense.category_id, func.sum(Expense.amount_minor))
+        .where(Expense.user_id == user_id, or_(*matches))
+        .group_by(Expense.category_id)
+    )
+    return {category_id: int(total) for category_id, total in session.execute(stmt)}
+
+
+@dataclass(frozen=True)
+class CategorySum:
+    category_id: int
+    name: str
+    currency: str
+    count: int
+    total_minor: int
+
+
+def sums_by_category(session: Session, user_id: int, start: date, end: date) -> list[CategorySum]:
+    """Spending per (category, currency) in a range, largest first."""
+    total = func.sum(Expense.amount_minor)
+    stmt = (
+        select(Category.id, Category.name, Expense.currency, func.count(), total)
+        .join(Category, and_(Category.id == Expense.category_id, Category.user_id == Expense.user_id))
+        .where(Expense.user_id == user_id, *_in_period(start, end))
+        .group_by(Category.id, Category.name, Expense.currency)
+        .order_by(total.desc(), Category.name_key, Expense.currency)
+    )
+    return [CategorySum(cid, name, cur, count, int(t)) for cid, name, cur, count, t in session.execute(stmt)]
+
+
+# --- reports ------------------------------------------------------------------------------------------
+
+
+def monthly_sums(session: Session, user_id: int, start: date, end: date, category_id: int | None) -> list[GroupSum]:
+    """Spending per (month, currency) in a range, in month order; months without spending are absent."""
+    key = month_key(Expense.spent_on)
+    stmt = (
+        select(key, Expense.currency, func.count(), func.sum(Expense.amount_minor))
+        .where(Expense.user_id == user_id, *_in_period(start, end))
+        .group_by(key, Expense.currency)
+        .order_by(key, Expense.currency)
+    )
+    if category_id is not None:
+        stmt = stmt.where(Expense.category_id == category_id)
+    return [GroupSum(k, currency, count, int(total)) for k, currency, count, total in session.execute(stmt)]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    currency: str
+    baseline_minor: int
+    current_minor: int
+
+
+def compare_by_category(
+    session: Session,
+    user_id: int,
+    current: tuple[date, date],
+    baseline: tuple[date, date],
+    *,
+    offset: int,
+    limit: int,
+) -> tuple[list[Comparison], int]:
+    """Per (category, currency): the sums in both periods, largest absolute change first; and the row count."""
+    in_current = and_(Expense.spent_on >= current[0], Expense.spent_on <= current[1])
+    in_baseline = and_(Expense.spent_on >= baseline[0], Expense.spent_on <= baseline[1])
+    now = func.coalesce(func.sum(case((in_current, Expense.amount_minor), else_=literal(0))), 0)
+    then = func.coalesce(func.sum(case((in_baseline, Expense.amount_minor), else_=literal(0))), 0)
+    stmt = (
+        select(Category.name, Expense.currency, then, now, func.count().over())
+        .join(Category, and_(Category.id == Expense.category_id, Category.user_id == Expense.user_id))
+        .where(Expense.user_id == user_id, or_(in_current, in_baseline))
+        .group_by(Category.id, Category.name, Category.name_key, Expense.currency)
+        .order_by(func.abs(now - then).desc(), Category.name_key, Expense.currency)
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = session.execute(stmt).all()
+    found = [Comparison(name, currency, int(b), int(c)) for name, currency, b, c, _ in rows]
+    return found, (rows[0][4] if rows else 0)
+
+
+def top_expenses(
+    session: Session,
+    user_id: int,
+    *,
+    start: date | None,
+    end: date | None,
+    currency: str,
+    category_id: int | None,
+    after: tuple[int, int] | None,
+    limit: int,
+) -> Sequence[Expense]:
+    """Largest first (then newest id), from the keyset position ``after`` (amount, id)."""
+    stmt = (
+        select(Expense)
+        .where(Expense.user_id == user_id, Expense.currency == currency, *_in_period(start, end))
+        .order_by(Expense.amount_minor.desc(), Expense.id.desc())
+        .limit(limit)
+    )
+    if category_id is not None:
+        stmt = stmt.where(Expense.category_id == category_id)
+    if after is not None:
+        amount, expense_id = after
+        stmt = stmt.where(
+            or_(Expense.amount_minor < amount, and_(Expense.amount_minor == amount, Expense.id < expense_id))
+        )
+    return session.scalars(stmt).all()
+
+
+def top_merchants(
+    session: Session,
+    user_id: int,
+    *,
+    start: date | None,
+    end: date | None,
+    currency: str,
+    category_id: int | None,
+    limit: int,
+) -> list[tuple[str, int, int]]:
+    """(merchant, count, total) largest total first."""
+    total = func.sum(Expense.amount_minor)
+    stmt = (
+        select(Expense.merchant, func.count(), total)
+        .where(
+            Expense.user_id == user_id,
+            Expense.currency == currency,
+            Expense.merchant.is_not(None),
+            *_in_period(start, end),
+        )
+        .group_by(Expense.merchant)
+        .order_by(total.desc(), Expense.merchant)
+        .limit(limit)
+    )
+    if category_id is not None:
+        stmt = stmt.where(Expense.category_id == category_id)
+    return [(merchant or "", count, int(t)) for merchant, count, t in session.execute(stmt)]
+
+
+def user_currencies(session: Session, user_id: int) -> list[str]:
+    stmt = select(Expense.currency).where(Expense.user_id == user_id).distinct().order_by(Expense.currency)
+    return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """What search_expenses matches; every condition given must hold."""
+
+    text: str | None = None
+    category_id: int | None = None
+    merchant: str | None = None
+    currency: str | None = None
+    min_minor: dict[str, int] | None = None  # per currency: the smallest amount in minor units
+    max_minor: dict[str, int] | None = None
+    start: date | None = None
+    end: date | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = list(_in_period(self.start, self.end))
+        if self.text is not None:
+            found.append(
+                or_(
+                    Expense.description.icontains(self.text, autoescape=True),
+                    Expense.merchant.icontains(self.text, autoescape=True),
+                    Expense.notes.icontains(self.text, autoescape=True),
+                )
+            )
+        if self.category_id is not None:
+            found.append(Expense.category_id == self.category_id)
+        if self.merchant is not None:
+            found.append(func.lower(Expense.merchant) == self.merchant.lower())
+        if self.currency is not None:
+            found.append(Expense.currency == self.currency)
+        for bounds, above in ((self.min_minor, True), (self.max_minor, False)):
+            if bounds is None:
+                continue
+            per_currency = [
+                and_(Expense.currency == cur, Expense.amount_minor >= v if above else Expense.amount_minor <= v)
+                for cur, v in bounds.items()
+            ]
+            found.append(or_(*per_currency) if per_currency else literal(False))
+        return found
+
+
+def search(
+    session: Session, user_id: int, where: SearchFilter, *, before: tuple[date, int] | None, limit: int
+) -> Sequence[Expense]:
+    stmt = (
+        select(Expense)
+        .where(Expense.user_id == user_id, *where.conditions())
+        .order_by(Expense.spent_on.desc(), Expense.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        day, expense_id = before
+        stmt = stmt.where(or_(Expense.spent_on < day, and_(Expense.spent_on == day, Expense.id < expense_id)))
+    return session.scalars(stmt).all()
+
+
+def search_sums(session: Session, user_id: int, where: SearchFilter) -> list[CurrencySum]:
+    stmt = (
+        select(Expense.currency, func.count(), func.sum(Expense.amount_minor))
+        .where(Expense.user_id == user_id, *where.conditions())
+        .group_by(Expense.currency)
+        .order_by(Expense.currency)
+    )
+    return [CurrencySum(currency, count, int(total)) for currency, count, total in session.execute(stmt)]

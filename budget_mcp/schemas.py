@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from .errors import InvalidInput
 from .money import MAX_AMOUNT, normalize_currency
+from .periods import Month, PeriodName
 
 NAME_MAX = 64
 DESCRIPTION_MAX = 500
@@ -20,6 +21,7 @@ NOTES_MAX = 2000
 MAX_ID = 2**31 - 1
 PAGE_MAX = 200
 GROUPS_MAX = 1000
+IDEMPOTENCY_KEY_MAX = 100
 NAME_KEY_MAX = NAME_MAX * 3  # room for case folding and compatibility forms of a 64-character name
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -228,8 +230,9 @@ class ExpensePage(BaseModel):
     """One page of a category's expenses, newest first, with totals over every match (not just this page)."""
 
     category: str
-    start_date: date | None
-    end_date: date | None
+    start_date: date | None = Field(description="First day included; null: no limit.")
+    end_date: date | None = Field(description="Last day included; null: no limit.")
+    period: str | None = Field(description="The named period the dates came from, if one was given.")
     expenses: list[Expense]
     count: int = Field(description="How many expenses match in all, across every page.")
     totals: list[CurrencyTotal] = Field(description="Sum of every match, one entry per currency.")
@@ -258,6 +261,7 @@ class SpendingSummary(BaseModel):
 
     start_date: date
     end_date: date
+    period: str | None = Field(description="The named period the dates came from, if one was given.")
     group_by: GroupBy
     groups: list[SpendingGroup]
     totals: list[CurrencyTotal] = Field(description="Grand total of the period, one entry per currency.")
@@ -283,3 +287,276 @@ class CategoryList(BaseModel):
     next_cursor: str | None = Field(
         description="Null when every category is listed; otherwise pass it as cursor for the rest."
     )
+
+
+# --- budgets, reports, bulk changes and the audit log ----------------------------------------------------
+
+SignedMoneyText = Annotated[
+    str,
+    Field(pattern=r"^-?\d+(\.\d+)?$", description='An exact amount that may be negative, e.g. "-4.50".'),
+]
+PercentText = Annotated[str, Field(description='A percentage with two decimals, e.g. "42.50" (may be negative).')]
+MonthText = Annotated[str, Field(pattern=r"^\d{4}-\d{2}$", description="A month written YYYY-MM.")]
+
+
+def _month(value: object) -> str:
+    return str(Month.parse(value))
+
+
+MonthArg = Annotated[
+    str,
+    BeforeValidator(_month),
+    WithJsonSchema({"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$", "description": "A month written YYYY-MM."}),
+]
+Period = Annotated[
+    PeriodName,
+    Field(
+        description=(
+            "A named period instead of start_date/end_date, counted from today in the user's time zone: "
+            "this_month, last_month, this_year, last_year, last_7_days, last_30_days, year_to_date."
+        )
+    ),
+]
+IdempotencyKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        pattern=r"^[!-~]+$",
+        description=(
+            "Any unique text without spaces (e.g. a UUID) naming this one expense: a retried call with the "
+            "same key returns the first result instead of recording it twice."
+        ),
+    ),
+]
+ExpenseIds = Annotated[
+    list[ExpenseId],
+    Field(min_length=1, max_length=500, description="Ids of the expenses, 1 to 500 of them."),
+]
+ChangeId = Annotated[
+    int,
+    Field(ge=1, le=MAX_ID, description="A change's id, from list_changes."),
+    BeforeValidator(_not_a_boolean),
+]
+DryRun = Annotated[bool, Field(description="True: report exactly what would change, and change nothing.")]
+
+
+class ChangeReceipt(BaseModel):
+    """Where a change went in the audit log."""
+
+    change_id: int | None = Field(description="Its id in list_changes (undo_change reverts it); null on a dry run.")
+    dry_run: bool = Field(description="True: nothing was changed; this is what the call would do.")
+
+
+class BudgetSpan(BaseModel):
+    """One monthly limit over a span of months."""
+
+    category: str
+    from_month: MonthText
+    through_month: MonthText | None = Field(description="Last month it applies to; null: every month on.")
+    amount: MoneyText = Field(description="The limit for each month.")
+    currency: str
+    rollover: bool = Field(description="Whether each month's unspent (or overspent) amount carries forward.")
+
+
+class BudgetChange(ChangeReceipt):
+    """What set_budget or delete_budget did: the spans now in force and the ones replaced or removed."""
+
+    category: str
+    from_month: MonthText
+    through_month: MonthText | None
+    budget: BudgetSpan | None = Field(description="The new limit (null after delete_budget).")
+    replaced: list[BudgetSpan] = Field(description="Spans that covered these months before (now cut or removed).")
+
+
+class Pace(BaseModel):
+    """How spending so far compares with an even spread over the month (current month only)."""
+
+    expected_by_today: SignedMoneyText = Field(description="The limit times the share of the month passed.")
+    projected_month_end: MoneyText = Field(description="Spending so far extrapolated to the whole month.")
+    on_track: bool = Field(description="Spent so far is at most expected_by_today.")
+
+
+class BudgetLine(BaseModel):
+    """One budgeted category in a month."""
+
+    category: str
+    currency: str
+    limit: MoneyText = Field(description="The month's own limit.")
+    carried_over: SignedMoneyText = Field(description="Rolled over from earlier months (negative: overspent).")
+    available: SignedMoneyText = Field(description="limit + carried_over.")
+    spent: MoneyText = Field(description="Spent in this category in the budget's currency this month.")
+    remaining: SignedMoneyText = Field(description="available - spent; negative when over.")
+    percent_used: PercentText | None = Field(description="spent / available in %; null when available <= 0.")
+    over: bool = Field(description="True when spent exceeds available.")
+    rollover: bool
+    pace: Pace | None = Field(description="Only for the current month.")
+
+
+class BudgetTotal(BaseModel):
+    """The month's budgets added up, per currency."""
+
+    currency: str
+    available: SignedMoneyText
+    spent: MoneyText
+    remaining: SignedMoneyText
+
+
+class UnbudgetedSpending(BaseModel):
+    category: str
+    currency: str
+    total: MoneyText
+    count: int
+
+
+class BudgetStatus(BaseModel):
+    """Budgets against spending for one month."""
+
+    month: MonthText
+    start_date: date
+    end_date: date
+    month_elapsed_percent: PercentText | None = Field(
+        description="Share of the month passed by today (current month only; null otherwise)."
+    )
+    budgets: list[BudgetLine]
+    budget_count: int = Field(description="How many budgeted categories the month has, across every page.")
+    totals: list[BudgetTotal] = Field(description="All budgets of the month per currency.")
+    spending: list[CurrencyTotal] = Field(description="All spending in the month, budgeted or not, per currency.")
+    unbudgeted: list[UnbudgetedSpending] = Field(
+        description="Spending not covered by a budget (no budget, or another currency), largest first, at most 20."
+    )
+    unbudgeted_count: int
+    next_cursor: str | None = Field(description="Null when every budget is listed; else pass it as cursor.")
+
+
+class MonthTotal(BaseModel):
+    month: MonthText
+    total: MoneyText
+    count: int
+
+
+class TrendSeries(BaseModel):
+    """One currency's monthly totals, one row per month, zero where nothing was spent."""
+
+    currency: str
+    months: list[MonthTotal]
+    total: MoneyText
+    average_per_month: MoneyText = Field(description="total / number of months, rounded to minor units.")
+
+
+class SpendingTrend(BaseModel):
+    start_month: MonthText
+    end_month: MonthText
+    start_date: date
+    end_date: date
+    category: str | None
+    series: list[TrendSeries] = Field(description="One series per currency spent in; never mixed.")
+
+
+class PeriodUsed(BaseModel):
+    """The exact, inclusive days a report covered (null: no limit at that end)."""
+
+    start_date: date | None
+    end_date: date | None
+    period: str | None = Field(description="The named period these dates came from, if one was given.")
+
+
+class ComparisonRow(BaseModel):
+    category: str
+    currency: str
+    baseline: MoneyText
+    current: MoneyText
+    change: SignedMoneyText = Field(description="current - baseline.")
+    change_percent: PercentText | None = Field(description="Change relative to baseline; null when baseline is 0.")
+
+
+class ComparisonTotal(BaseModel):
+    currency: str
+    baseline: MoneyText
+    current: MoneyText
+    change: SignedMoneyText
+    change_percent: PercentText | None
+
+
+class PeriodComparison(BaseModel):
+    """Spending per category in two periods, largest absolute change first."""
+
+    current: PeriodUsed
+    baseline: PeriodUsed
+    rows: list[ComparisonRow]
+    totals: list[ComparisonTotal]
+    row_count: int = Field(description="How many rows there are in all, across every page.")
+    next_cursor: str | None
+
+
+class MerchantTotal(BaseModel):
+    merchant: str
+    total: MoneyText
+    count: int
+
+
+class TopExpenses(BaseModel):
+    """The largest expenses and merchants of a period, in one currency."""
+
+    period: PeriodUsed
+    currency: str
+    category: str | None
+    expenses: list[Expense]
+    merchants: list[MerchantTotal] = Field(description="Largest merchants by total (expenses with a merchant).")
+    other_currencies: list[CurrencyTotal] = Field(description="Spending in the period in other currencies.")
+    next_cursor: str | None
+
+
+class SearchResult(BaseModel):
+    """Matching expenses newest first, with the count and totals of ALL matches."""
+
+    period: PeriodUsed
+    expenses: list[Expense]
+    count: int
+    totals: list[CurrencyTotal]
+    next_cursor: str | None
+
+
+class Recategorized(ChangeReceipt):
+    category: str
+    moved: list[int] = Field(description="Ids moved into the category.")
+    already_there: list[int] = Field(description="Ids that were in the category already (left as they are).")
+
+
+class CategoryRenamed(ChangeReceipt):
+    old_name: str
+    name: str
+
+
+class CategoryRemoved(ChangeReceipt):
+    """What merge_categories or delete_category did (or would do, on a dry run)."""
+
+    removed: str = Field(description="The category that is gone.")
+    moved_to: str | None = Field(description="Where its expenses and budgets went.")
+    expenses_moved: int
+    budgets_moved: list[BudgetSpan]
+    budgets_removed: list[BudgetSpan] = Field(
+        description="Budgets dropped: the target's own budget covered those months, or nothing to move them to."
+    )
+
+
+class ChangeOut(BaseModel):
+    """One entry of the audit log."""
+
+    id: int
+    at: datetime = Field(description="When (UTC).")
+    tool: str
+    summary: str
+    rows: int = Field(description="How many rows it touched.")
+    undoes: int | None = Field(description="The change this one undid, if it is an undo.")
+    undone_by: int | None = Field(description="The change that undid this one, if any.")
+
+
+class ChangeList(BaseModel):
+    changes: list[ChangeOut]
+    next_cursor: str | None
+
+
+class Undone(ChangeReceipt):
+    undone: ChangeOut = Field(description="The change that was reverted.")
+    rows: int = Field(description="How many rows were put back.")

@@ -6,46 +6,65 @@ into ``ToolError`` (the only exception whose text SDK v2 shows the client).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import __version__, service
+from . import __version__, reports, service
 from .config import Settings
 from .db import make_engine, make_session_factory, upgrade_schema
 from .errors import BudgetError
 from .schemas import (
     Amount,
+    BudgetChange,
+    BudgetStatus,
     CategoryList,
     CategoryName,
+    CategoryRemoved,
+    CategoryRenamed,
+    ChangeId,
+    ChangeList,
     ClearableField,
     CurrencyCode,
     Cursor,
     Description,
+    DryRun,
     Expense,
     ExpenseChanges,
     ExpenseId,
+    ExpenseIds,
     ExpensePage,
     GroupBy,
     GroupLimit,
+    IdempotencyKey,
     IsoDate,
     Merchant,
+    MonthArg,
     NewExpense,
     Notes,
     PageLimit,
+    Period,
+    PeriodComparison,
+    Recategorized,
+    SearchResult,
     SpendingSummary,
+    SpendingTrend,
+    TopExpenses,
+    Undone,
 )
 from .schemas import Category as CategoryOut
 from .service import Caller
@@ -54,12 +73,15 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 INSTRUCTIONS = """\
-budget-mcp keeps one person's or household's expenses and answers questions about them with exact,
-database-computed numbers. Amounts are decimal strings in the currency's minor digits ("12.30");
-different currencies are never added together. Dates are YYYY-MM-DD and ranges are inclusive.
-Start with list_categories to learn the category names; create_expense files an expense under one;
-summarize_spending answers "where did my money go?"; query_expenses_by_category lists the expenses behind
-a number. Lists are paged: when next_cursor is not null, call again with cursor=next_cursor."""
+budget-mcp keeps one person's or household's expenses and monthly budgets and answers questions about
+them with exact, database-computed numbers. Amounts are decimal strings in the currency's minor digits
+("12.30"); different currencies are never added together. Dates are YYYY-MM-DD, months YYYY-MM, ranges
+inclusive; instead of dates, a named period (this_month, last_month, last_30_days, ...) may be given.
+Start with list_categories; create_expense files an expense; summarize_spending answers "where did my
+money go?"; budget_status compares a month with its budgets; search_expenses finds expenses.
+Every change is logged: list_changes shows it and undo_change reverts it. Bulk and destructive tools
+take dry_run=true to preview. Lists are paged: when next_cursor is not null, call again with
+cursor=next_cursor."""
 
 
 @dataclass(frozen=True)
@@ -73,26 +95,43 @@ class AppState:
 AppContext = Context[AppState]
 
 
-def _run(ctx: AppContext, use_case: Callable[[Session, Caller], T]) -> T:
-    """Run one use case in one transaction, committed on success and rolled back on any error."""
-    state = ctx.request_context.lifespan_context
+def _run(ctx: AppContext, use_case: Callable[[Session, Caller], T], *, dry_run: bool = False) -> T:
+    """Run one use case in one transaction: committed on success, rolled back on any error or dry run."""
+    return _transaction(ctx.request_context.lifespan_context, use_case, dry_run=dry_run, error=ToolError)
+
+
+def _transaction(
+    state: AppState,
+    use_case: Callable[[Session, Caller], T],
+    *,
+    dry_run: bool = False,
+    error: type[Exception] = ToolError,
+) -> T:
     try:
-        with state.session_factory.begin() as session:
-            return use_case(session, state.caller)
-    except BudgetError as error:
-        raise ToolError(str(error)) from error
-    except ValidationError as error:  # a service-level model rejected a value the tool schema let through
-        raise ToolError(_validation_message(error)) from error
-    except IntegrityError as error:
-        logger.warning("integrity error, rolled back: %s", error.orig)
-        raise ToolError(
+        with state.session_factory() as session:
+            transaction = session.begin()
+            try:
+                result = use_case(session, state.caller)
+            except BaseException:
+                transaction.rollback()
+                raise
+            if dry_run:  # the same work as the real call, then undone: the preview cannot differ from it
+                transaction.rollback()
+            else:
+                transaction.commit()
+            return result
+    except BudgetError as failure:
+        raise error(str(failure)) from failure
+    except ValidationError as failure:  # a service-level model rejected a value the tool schema let through
+        raise error(_validation_message(failure)) from failure
+    except IntegrityError as failure:
+        logger.warning("integrity error, rolled back: %s", failure.orig)
+        raise error(
             "the change clashes with data written at the same time; nothing was changed, try again"
-        ) from error
-    except SQLAlchemyError as error:
+        ) from failure
+    except SQLAlchemyError as failure:
         logger.exception("database error, rolled back")
-        raise ToolError(
-            "the database could not complete the request; nothing was changed, try again shortly"
-        ) from error
+        raise error("the database could not complete the request; nothing was changed, try again shortly") from failure
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -102,8 +141,24 @@ def _validation_message(error: ValidationError) -> str:
     )
 
 
-def build_server(settings: Settings) -> MCPServer[AppState]:
-    """The budget-mcp server for ``settings``. Nothing connects until the server starts (its lifespan)."""
+class _Running:
+    """The state of a running server, for the handlers the SDK gives no context (static resources)."""
+
+    def __init__(self) -> None:
+        self.state: AppState | None = None
+
+    def get(self) -> AppState:
+        if self.state is None:
+            raise ResourceError("the server is still starting; try again")
+        return self.state
+
+
+def build_server(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> MCPServer[AppState]:
+    """The budget-mcp server for ``settings``. Nothing connects until the server starts (its lifespan).
+
+    ``clock`` returns the current instant (timezone-aware); tests pass a fixed one.
+    """
+    running = _Running()
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -112,8 +167,12 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         try:
             await anyio.to_thread.run_sync(upgrade_schema, engine)
             caller = Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
-            yield AppState(session_factory=make_session_factory(engine), caller=caller)
+            if clock is not None:
+                caller = Caller(caller.user, caller.default_currency, caller.timezone, clock)
+            running.state = AppState(session_factory=make_session_factory(engine), caller=caller)
+            yield running.state
         finally:
+            running.state = None
             engine.dispose()
 
     refuse_unknown_arguments = _RefuseUnknownArguments()
@@ -126,7 +185,11 @@ def build_server(settings: Settings) -> MCPServer[AppState]:
         log_level=settings.log_level,
         middleware=[refuse_unknown_arguments],
     )
-    _register_tools(server)
+    _register_read_tools(server)
+    if not settings.read_only:
+        _register_write_tools(server)
+    _register_resources(server, running)
+    _register_prompts(server, read_only=settings.read_only)
     refuse_unknown_arguments.server = server
     return server
 
@@ -167,8 +230,220 @@ def _annotations(*, read_only: bool, destructive: bool = False, idempotent: bool
     )
 
 
-def _register_tools(server: MCPServer[AppState]) -> None:
-    @server.tool(title="Record an expense", annotations=_annotations(read_only=False))
+# Shared parameter types: a description written once, reused by every tool that takes the parameter.
+StartDate = Annotated[IsoDate | None, Field(description="First day included (YYYY-MM-DD).")]
+EndDate = Annotated[IsoDate | None, Field(description="Last day included (YYYY-MM-DD).")]
+Month = Annotated[MonthArg | None, Field(description="YYYY-MM; default: the current month.")]
+OptionalCategory = Annotated[CategoryName | None, Field(description="Only this category (any case).")]
+
+
+def _register_read_tools(server: MCPServer[AppState]) -> None:
+    read = _annotations(read_only=True, idempotent=True)
+
+    @server.tool(title="Summarise spending", annotations=read)
+    def summarize_spending(
+        ctx: AppContext,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        period: Period | None = None,
+        group_by: Annotated[GroupBy, Field(description="How to group the totals.")] = "category",
+        limit: GroupLimit = 100,
+        cursor: Cursor | None = None,
+    ) -> SpendingSummary:
+        """Answer "where did my money go?": totals for a period (default this_month) grouped by category,
+        month, week, day or merchant, each with its count and share, plus grand totals per currency.
+
+        Summed by the database, exactly; currencies are never added together. Categories and merchants
+        come largest first, periods in date order. For the expenses behind a number use search_expenses.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: service.summarize_spending(
+                session,
+                caller,
+                start=start_date,
+                end=end_date,
+                period=period,
+                group_by=group_by,
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+
+    @server.tool(title="Expenses in a category", annotations=read)
+    def query_expenses_by_category(
+        category: CategoryName,
+        ctx: AppContext,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        period: Period | None = None,
+        limit: PageLimit = 50,
+        cursor: Cursor | None = None,
+    ) -> ExpensePage:
+        """List one category's expenses, newest first, with the count and per-currency total of ALL matches
+        (no dates: all time). For other filters (text, merchant, amounts) use search_expenses.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: service.query_expenses_by_category(
+                session,
+                caller,
+                category,
+                start=start_date,
+                end=end_date,
+                period=period,
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+
+    @server.tool(title="Search expenses", annotations=read)
+    def search_expenses(
+        ctx: AppContext,
+        text: Annotated[
+            Description | None, Field(description="Words to find in description, merchant or notes (any case).")
+        ] = None,
+        category: OptionalCategory = None,
+        merchant: Annotated[Merchant | None, Field(description="Exactly this merchant (any case).")] = None,
+        min_amount: Annotated[Amount | None, Field(description="Smallest amount included.")] = None,
+        max_amount: Annotated[Amount | None, Field(description="Largest amount included.")] = None,
+        currency: Annotated[CurrencyCode | None, Field(description="Only this currency.")] = None,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        period: Period | None = None,
+        limit: PageLimit = 50,
+        cursor: Cursor | None = None,
+    ) -> SearchResult:
+        """Find expenses by any mix of filters, newest first, with the count and totals of ALL matches.
+        Every filter given must match. Use it to find ids for update_expense or recategorize_expenses.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: reports.search_expenses(
+                session,
+                caller,
+                text=text,
+                category=category,
+                merchant=merchant,
+                currency=currency,
+                min_amount=min_amount,
+                max_amount=max_amount,
+                days=(start_date, end_date, period),
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+
+    @server.tool(title="Get an expense", annotations=read)
+    def get_expense(expense_id: ExpenseId, ctx: AppContext) -> Expense:
+        """Return one expense by its id, with every field as stored."""
+        return _run(ctx, lambda session, caller: service.get_expense(session, caller, expense_id))
+
+    @server.tool(title="List categories", annotations=read)
+    def list_categories(ctx: AppContext, limit: PageLimit = 100, cursor: Cursor | None = None) -> CategoryList:
+        """List the spending categories, alphabetically, each with how many expenses it holds.
+        Call it before create_expense to use an existing name.
+        """
+        return _run(ctx, lambda session, caller: service.list_categories(session, caller, limit=limit, cursor=cursor))
+
+    @server.tool(title="Budget status", annotations=read)
+    def budget_status(
+        ctx: AppContext, month: Month = None, limit: PageLimit = 100, cursor: Cursor | None = None
+    ) -> BudgetStatus:
+        """A month's budgets against its spending: per budgeted category the limit (with rollover), spent,
+        remaining, percent used and whether it is over; for the current month the pace. Also the month's
+        totals and the spending no budget covers. To set limits use set_budget.
+        """
+        return _run(
+            ctx, lambda session, caller: reports.budget_status(session, caller, month, limit=limit, cursor=cursor)
+        )
+
+    @server.tool(title="Spending trend", annotations=read)
+    def spending_trend(
+        ctx: AppContext,
+        months: Annotated[int, Field(ge=1, le=reports.MAX_TREND_MONTHS, description="How many months, 1-120.")] = 6,
+        category: OptionalCategory = None,
+        end_month: Annotated[MonthArg | None, Field(description="Last month, YYYY-MM; default: this month.")] = None,
+    ) -> SpendingTrend:
+        """Monthly totals over the last months, one row per month (zero when nothing was spent), per
+        currency, with the total and monthly average: the data to describe a trend.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: reports.spending_trend(
+                session, caller, months=months, category=category, end_month=end_month
+            ),
+        )
+
+    @server.tool(title="Compare two periods", annotations=read)
+    def compare_periods(
+        ctx: AppContext,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        period: Period | None = None,
+        baseline_start_date: Annotated[IsoDate | None, Field(description="First day of the baseline.")] = None,
+        baseline_end_date: Annotated[IsoDate | None, Field(description="Last day of the baseline.")] = None,
+        baseline_period: Period | None = None,
+        limit: PageLimit = 50,
+        cursor: Cursor | None = None,
+    ) -> PeriodComparison:
+        """Spending per category in a period (default this_month) next to a baseline (default: the period
+        just before, e.g. last month), with the absolute and relative change, largest change first.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: reports.compare_periods(
+                session,
+                caller,
+                current=(start_date, end_date, period),
+                baseline=(baseline_start_date, baseline_end_date, baseline_period),
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+
+    @server.tool(title="Top expenses and merchants", annotations=read)
+    def top_expenses(
+        ctx: AppContext,
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        period: Period | None = None,
+        limit: Annotated[int, Field(ge=1, le=100, description="How many, 1-100.")] = 10,
+        category: OptionalCategory = None,
+        currency: Annotated[
+            CurrencyCode | None, Field(description="Rank in this currency; default: the period's main one.")
+        ] = None,
+        cursor: Cursor | None = None,
+    ) -> TopExpenses:
+        """The largest expenses of a period (default this_month) and the merchants with the largest totals,
+        in one currency (others are listed in other_currencies).
+        """
+        return _run(
+            ctx,
+            lambda session, caller: reports.top_expenses(
+                session,
+                caller,
+                days=(start_date, end_date, period),
+                limit=limit,
+                category=category,
+                currency=currency,
+                cursor=cursor,
+            ),
+        )
+
+    @server.tool(title="Recent changes", annotations=read)
+    def list_changes(ctx: AppContext, limit: PageLimit = 20, cursor: Cursor | None = None) -> ChangeList:
+        """The audit log, newest first: every change made through the tools, with what it did.
+        undo_change reverts one by its id.
+        """
+        return _run(ctx, lambda session, caller: service.list_changes(session, caller, limit=limit, cursor=cursor))
+
+
+def _register_write_tools(server: MCPServer[AppState]) -> None:
+    write = _annotations(read_only=False)
+    destructive = _annotations(read_only=False, destructive=True)
+
+    @server.tool(title="Record an expense", annotations=_annotations(read_only=False, idempotent=True))
     def create_expense(
         amount: Amount,
         description: Description,
@@ -178,11 +453,12 @@ def _register_tools(server: MCPServer[AppState]) -> None:
         currency: Annotated[CurrencyCode | None, Field(description="Default: the configured currency.")] = None,
         merchant: Merchant | None = None,
         notes: Notes | None = None,
+        idempotency_key: IdempotencyKey | None = None,
     ) -> Expense:
         """Record one expense and return it as stored (with its id).
 
-        The category must already exist (see list_categories; create_category adds one); an unknown name
-        is refused with the closest existing names. Amounts are exact: pass 12.30 or "12.30".
+        The category must exist (list_categories; create_category adds one). Amounts are exact: 12.30 or
+        "12.30". Pass an idempotency_key so a retried call never records the expense twice.
         """
         new = NewExpense(
             amount=amount,
@@ -193,59 +469,7 @@ def _register_tools(server: MCPServer[AppState]) -> None:
             merchant=merchant,
             notes=notes,
         )
-        return _run(ctx, lambda session, caller: service.create_expense(session, caller, new))
-
-    @server.tool(title="Expenses in a category", annotations=_annotations(read_only=True, idempotent=True))
-    def query_expenses_by_category(
-        category: CategoryName,
-        ctx: AppContext,
-        start_date: Annotated[IsoDate | None, Field(description="First day included; default: no limit.")] = None,
-        end_date: Annotated[IsoDate | None, Field(description="Last day included; default: no limit.")] = None,
-        limit: PageLimit = 50,
-        cursor: Cursor | None = None,
-    ) -> ExpensePage:
-        """List one category's expenses, newest first, with the count and per-currency total of ALL matches.
-
-        Use it to show the expenses behind a number; for totals per category, month or merchant use
-        summarize_spending instead. When next_cursor is not null, call again with cursor=next_cursor.
-        """
-        return _run(
-            ctx,
-            lambda session, caller: service.query_expenses_by_category(
-                session, caller, category, start=start_date, end=end_date, limit=limit, cursor=cursor
-            ),
-        )
-
-    @server.tool(title="Summarise spending", annotations=_annotations(read_only=True, idempotent=True))
-    def summarize_spending(
-        start_date: Annotated[IsoDate, Field(description="First day included, YYYY-MM-DD.")],
-        end_date: Annotated[IsoDate, Field(description="Last day included, YYYY-MM-DD.")],
-        ctx: AppContext,
-        group_by: Annotated[GroupBy, Field(description="How to group the totals.")] = "category",
-        limit: GroupLimit = 100,
-        cursor: Cursor | None = None,
-    ) -> SpendingSummary:
-        """Answer "where did my money go?": totals for a period grouped by category, month, week, day or
-        merchant, each with its count and share of the total, plus the grand total.
-
-        Everything is summed by the database, exactly, and per currency: different currencies are never
-        added together. Categories and merchants come largest first; months, weeks and days in date order.
-        """
-        return _run(
-            ctx,
-            lambda session, caller: service.summarize_spending(
-                session, caller, start=start_date, end=end_date, group_by=group_by, limit=limit, cursor=cursor
-            ),
-        )
-
-    @server.tool(title="Get an expense", annotations=_annotations(read_only=True, idempotent=True))
-    def get_expense(expense_id: ExpenseId, ctx: AppContext) -> Expense:
-        """Return one expense by its id, with every field as stored.
-
-        Ids come from create_expense and query_expenses_by_category; to find expenses by category or
-        period use query_expenses_by_category instead.
-        """
-        return _run(ctx, lambda session, caller: service.get_expense(session, caller, expense_id))
+        return _run(ctx, lambda session, caller: service.create_expense(session, caller, new, idempotency_key))
 
     @server.tool(title="Change an expense", annotations=_annotations(read_only=False, idempotent=True))
     def update_expense(
@@ -263,8 +487,7 @@ def _register_tools(server: MCPServer[AppState]) -> None:
         ] = [],  # noqa: B006 (pydantic copies defaults)
     ) -> Expense:
         """Change some fields of an expense and return it as stored. Fields left out stay as they are.
-
-        Changing only the currency keeps the number (12.30 USD becomes 12.30 EUR).
+        Changing only the currency keeps the number. To move many expenses use recategorize_expenses.
         """
         changes = ExpenseChanges(
             amount=amount,
@@ -279,28 +502,249 @@ def _register_tools(server: MCPServer[AppState]) -> None:
         return _run(ctx, lambda session, caller: service.update_expense(session, caller, expense_id, changes))
 
     @server.tool(
-        title="Delete an expense",
-        annotations=_annotations(read_only=False, destructive=True, idempotent=True),
+        title="Delete an expense", annotations=_annotations(read_only=False, destructive=True, idempotent=True)
     )
-    def delete_expense(expense_id: ExpenseId, ctx: AppContext) -> Expense:
-        """Delete one expense for good and return what was deleted (so it can be recorded again).
-
-        This cannot be undone: confirm with the user first. To fix a mistake, prefer update_expense.
+    def delete_expense(expense_id: ExpenseId, ctx: AppContext, dry_run: DryRun = False) -> Expense:
+        """Delete one expense and return what was deleted. Confirm with the user first; undo_change
+        (see list_changes) brings it back. To fix a mistake, prefer update_expense.
         """
-        return _run(ctx, lambda session, caller: service.delete_expense(session, caller, expense_id))
+        return _run(ctx, lambda session, caller: service.delete_expense(session, caller, expense_id), dry_run=dry_run)
 
-    @server.tool(title="List categories", annotations=_annotations(read_only=True, idempotent=True))
-    def list_categories(ctx: AppContext, limit: PageLimit = 100, cursor: Cursor | None = None) -> CategoryList:
-        """List the spending categories, alphabetically, each with how many expenses it holds.
-
-        Call it before create_expense to use an existing name. When next_cursor is not null, call again
-        with cursor=next_cursor for the rest.
-        """
-        return _run(ctx, lambda session, caller: service.list_categories(session, caller, limit=limit, cursor=cursor))
+    @server.tool(title="Move expenses to a category", annotations=write)
+    def recategorize_expenses(
+        expense_ids: ExpenseIds, category: CategoryName, ctx: AppContext, dry_run: DryRun = False
+    ) -> Recategorized:
+        """Move many expenses into one category at once: all of them or, if any id is unknown, none."""
+        return _run(
+            ctx,
+            lambda session, caller: service.recategorize_expenses(
+                session, caller, expense_ids, category, dry_run=dry_run
+            ),
+            dry_run=dry_run,
+        )
 
     @server.tool(title="Create a category", annotations=_annotations(read_only=False, idempotent=True))
     def create_category(name: CategoryName, ctx: AppContext) -> CategoryOut:
-        """Create a spending category and return it. Names are unique regardless of case ("Food" and
-        "food" are one); creating an existing name is refused, and the existing category can be used as is.
+        """Create a spending category. Names are unique regardless of case ("Food" and "food" are one);
+        an existing name is refused, and the existing category can be used as is.
         """
         return _run(ctx, lambda session, caller: service.create_category(session, caller, name))
+
+    @server.tool(title="Rename a category", annotations=_annotations(read_only=False, idempotent=True))
+    def rename_category(name: CategoryName, new_name: CategoryName, ctx: AppContext) -> CategoryRenamed:
+        """Rename a category; its expenses and budgets follow. To combine two categories use merge_categories."""
+        return _run(ctx, lambda session, caller: service.rename_category(session, caller, name, new_name))
+
+    @server.tool(title="Merge two categories", annotations=destructive)
+    def merge_categories(
+        source: Annotated[CategoryName, Field(description="The category to merge away.")],
+        target: Annotated[CategoryName, Field(description="The category that receives everything.")],
+        ctx: AppContext,
+        dry_run: DryRun = False,
+    ) -> CategoryRemoved:
+        """Move every expense and budget of source into target, then remove source. Where both have a
+        budget for a month, target's is kept. Preview with dry_run=true first.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: service.merge_categories(session, caller, source, target, dry_run=dry_run),
+            dry_run=dry_run,
+        )
+
+    @server.tool(title="Delete a category", annotations=destructive)
+    def delete_category(
+        name: CategoryName,
+        ctx: AppContext,
+        move_to: Annotated[
+            CategoryName | None, Field(description="Where its expenses and budgets go; required if it has expenses.")
+        ] = None,
+        dry_run: DryRun = False,
+    ) -> CategoryRemoved:
+        """Delete a category. Refused while it holds expenses unless move_to names where they go.
+        Its budgets move too (or are removed without move_to).
+        """
+        return _run(
+            ctx,
+            lambda session, caller: service.delete_category(session, caller, name, move_to=move_to, dry_run=dry_run),
+            dry_run=dry_run,
+        )
+
+    @server.tool(title="Set a monthly budget", annotations=_annotations(read_only=False, idempotent=True))
+    def set_budget(
+        category: CategoryName,
+        amount: Annotated[Amount, Field(description='The monthly limit, e.g. 400 or "400.00".')],
+        ctx: AppContext,
+        month: Month = None,
+        through_month: Annotated[
+            MonthArg | None, Field(description="Apply the same limit through this month (YYYY-MM) too.")
+        ] = None,
+        ongoing: Annotated[bool, Field(description="True: apply to every month from month on.")] = False,
+        currency: Annotated[CurrencyCode | None, Field(description="Default: the configured currency.")] = None,
+        rollover: Annotated[
+            bool, Field(description="True: each month's unspent (or overspent) amount carries into the next.")
+        ] = False,
+        dry_run: DryRun = False,
+    ) -> BudgetChange:
+        """Set a category's spending limit for a month (default this month), a range of months
+        (through_month) or every month on (ongoing=true). Replaces any limit those months had.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: service.set_budget(
+                session,
+                caller,
+                category,
+                amount,
+                month=month,
+                through_month=through_month,
+                ongoing=ongoing,
+                currency=currency,
+                rollover=rollover,
+                dry_run=dry_run,
+            ),
+            dry_run=dry_run,
+        )
+
+    @server.tool(title="Remove a budget", annotations=destructive)
+    def delete_budget(
+        category: CategoryName,
+        ctx: AppContext,
+        month: Month = None,
+        through_month: Annotated[MonthArg | None, Field(description="Remove through this month too.")] = None,
+        ongoing: Annotated[bool, Field(description="True: remove from month on, for good.")] = False,
+        dry_run: DryRun = False,
+    ) -> BudgetChange:
+        """Remove a category's budget for a month (default this month), a range, or every month on."""
+        return _run(
+            ctx,
+            lambda session, caller: service.delete_budget(
+                session,
+                caller,
+                category,
+                month=month,
+                through_month=through_month,
+                ongoing=ongoing,
+                dry_run=dry_run,
+            ),
+            dry_run=dry_run,
+        )
+
+    @server.tool(title="Undo a change", annotations=destructive)
+    def undo_change(change_id: ChangeId, ctx: AppContext, dry_run: DryRun = False) -> Undone:
+        """Revert one change from list_changes (a deleted expense comes back, a move is moved back, ...).
+        Refused, changing nothing, if a later change touched the same rows: undo that one first.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: service.undo_change(session, caller, change_id, dry_run=dry_run),
+            dry_run=dry_run,
+        )
+
+
+def _json(model: Any) -> str:
+    return json.dumps(model.model_dump(mode="json"), indent=1)
+
+
+def _resource_month(month: str) -> str | None:
+    return None if month == "current" else month
+
+
+def _register_resources(server: MCPServer[AppState], running: _Running) -> None:
+    def read(state: AppState, use_case: Callable[[Session, Caller], Any]) -> str:
+        return _json(_transaction(state, use_case, error=ResourceError))
+
+    @server.resource(
+        "budget://categories",
+        title="Categories",
+        description="Every spending category with its number of expenses.",
+        mime_type="application/json",
+    )
+    async def categories() -> str:
+        state = running.get()
+        return await anyio.to_thread.run_sync(
+            read, state, lambda session, caller: service.list_categories(session, caller, limit=1000, cursor=None)
+        )
+
+    @server.resource(
+        "budget://months/{month}/summary",
+        title="Month summary",
+        description="A month's spending by category (month: YYYY-MM or current).",
+        mime_type="application/json",
+    )
+    async def month_summary(month: str, ctx: AppContext) -> str:
+        state = ctx.request_context.lifespan_context
+        wanted = _resource_month(month)
+
+        def summary(session: Session, caller: Caller) -> Any:
+            days = service.month_range(caller, wanted)
+            return service.summarize_spending(
+                session,
+                caller,
+                start=days.start,
+                end=days.end,
+                period=None,
+                group_by="category",
+                limit=1000,
+                cursor=None,
+            )
+
+        return await anyio.to_thread.run_sync(read, state, summary)
+
+    @server.resource(
+        "budget://months/{month}/budget",
+        title="Month budget status",
+        description="A month's budgets against its spending (month: YYYY-MM or current).",
+        mime_type="application/json",
+    )
+    async def month_budget(month: str, ctx: AppContext) -> str:
+        state = ctx.request_context.lifespan_context
+        wanted = _resource_month(month)
+        return await anyio.to_thread.run_sync(
+            read,
+            state,
+            lambda session, caller: reports.budget_status(session, caller, wanted, limit=1000, cursor=None),
+        )
+
+
+def _register_prompts(server: MCPServer[AppState], *, read_only: bool) -> None:
+    @server.prompt(title="Monthly review")
+    def monthly_review(month: str) -> str:
+        """Review one month's spending and budgets (month: YYYY-MM)."""
+        return (
+            f"Review my spending for {month}.\n"
+            f"1. Call budget_status with month={month!r}: which budgets are over, which are close, the pace.\n"
+            f"2. Call summarize_spending for that month (group_by category) for where the money went.\n"
+            f"3. Call compare_periods for that month against the month before: what changed most.\n"
+            f"4. Call top_expenses for that month: the largest expenses and merchants.\n"
+            "Present a short report: a table per currency with exact amounts as the tools return them "
+            "(never add different currencies), then two or three concrete observations."
+        )
+
+    @server.prompt(title="Budget check-up")
+    def budget_checkup() -> str:
+        """Check this month's budgets and suggest adjustments."""
+        return (
+            "Check my budgets for this month.\n"
+            "1. Call budget_status (no month: the current one). Note every budget that is over or not on "
+            "track by its pace, and spending that no budget covers.\n"
+            "2. Call spending_trend with months=6 for the categories that stand out, to tell a one-off "
+            "from a habit.\n"
+            "3. Suggest budget changes with exact amounts, and ask me before calling set_budget."
+        )
+
+    if read_only:
+        return
+
+    @server.prompt(title="Clean up expenses")
+    def cleanup_expenses() -> str:
+        """Find uncategorised, misfiled or odd expenses and fix them with confirmation."""
+        return (
+            "Help me clean up my expenses.\n"
+            "1. Call list_categories; look for near-duplicate names (merge_categories) and catch-alls such "
+            "as Uncategorized or Other.\n"
+            "2. Call search_expenses in the catch-all categories, and top_expenses for last_30_days to spot "
+            "unusual amounts or likely duplicates (same amount, day and merchant).\n"
+            "3. Propose the fixes as a list. Preview bulk changes with dry_run=true (recategorize_expenses, "
+            "merge_categories, delete_category) and apply them only after I confirm.\n"
+            "4. Finish with list_changes so I can see, and undo_change if needed, what was done."
+        )

@@ -7,28 +7,41 @@ import base64
 import binascii
 import difflib
 import json
-from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from . import audit
 from . import repository as repo
 from .errors import Conflict, InvalidInput, NotFound
-from .models import Category, Expense
+from .models import Budget, Category, Change, Expense
 from .money import format_amount, from_minor_units, to_minor_units
+from .periods import DateRange, Month, MonthSpan, overlap, resolve_range, subtract
 from .schemas import (
     MAX_ID,
     NAME_KEY_MAX,
+    BudgetChange,
+    BudgetSpan,
     CategoryList,
+    CategoryRemoved,
+    CategoryRenamed,
+    ChangeList,
+    ChangeOut,
     CurrencyTotal,
     ExpenseChanges,
     ExpensePage,
     GroupBy,
     NewExpense,
+    PeriodUsed,
+    Recategorized,
     SpendingGroup,
     SpendingSummary,
+    Undone,
     category_key,
     parse_iso_date,
 )
@@ -47,9 +60,31 @@ class Caller:
     user: str
     default_currency: str
     timezone: tzinfo
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
     def today(self) -> date:
-        return datetime.now(self.timezone).date()
+        """Today in the user's time zone (the clock is injectable, so tests can fix it)."""
+        return self.clock().astimezone(self.timezone).date()
+
+    def range(self, start: date | None, end: date | None, period: str | None, default: str | None = None) -> DateRange:
+        """The days a call asks for: a named period, explicit dates, ``default`` or no limit."""
+        found = resolve_range(start, end, period, self.today(), default=default)
+        return found if found is not None else DateRange(None, None)
+
+
+def month_range(caller: Caller, month: str | None) -> DateRange:
+    """The days of a month written YYYY-MM (None: the current month)."""
+    found = Month.parse(month) if month is not None else Month.of(caller.today())
+    return DateRange(found.first_day, found.last_day)
+
+
+def period_used(days: DateRange) -> PeriodUsed:
+    return PeriodUsed(start_date=days.start, end_date=days.end, period=days.period)
+
+
+def receipt(change: Change | None, dry_run: bool) -> dict[str, Any]:
+    """The audit fields of a write's answer (a dry run is rolled back, so its change never existed)."""
+    return {"change_id": None if dry_run or change is None else change.id, "dry_run": dry_run}
 
 
 # --- categories ---------------------------------------------------------------------------------------
@@ -63,7 +98,8 @@ def create_category(session: Session, caller: Caller, name: str) -> CategoryOut:
         raise Conflict(f"category {existing.name!r} already exists; use it as it is")
     if repo.count_categories(session, user_id) >= MAX_CATEGORIES:
         raise Conflict(f"a user may have at most {MAX_CATEGORIES} categories; reuse an existing one")
-    repo.add_category(session, user_id, name, key)
+    category = repo.add_category(session, user_id, name, key)
+    audit.record(session, user_id, "create_category", f"created category {name!r}", [audit.created(category)])
     return CategoryOut(name=name, expense_count=0)
 
 
@@ -77,11 +113,11 @@ def list_categories(session: Session, caller: Caller, *, limit: int, cursor: str
     return CategoryList(
         categories=[CategoryOut(name=category.name, expense_count=count) for category, count in page],
         count=repo.count_categories(session, user_id),
-        next_cursor=_encode_cursor("categories", page[-1][0].name_key) if len(rows) > limit else None,
+        next_cursor=encode_cursor("categories", page[-1][0].name_key) if len(rows) > limit else None,
     )
 
 
-def _require_category(session: Session, user_id: int | None, name: str) -> Category:
+def require_category(session: Session, user_id: int | None, name: str) -> Category:
     """The user's category called ``name`` (any case), or NotFound naming the closest existing ones."""
     category = repo.find_category(session, user_id, category_key(name)) if user_id is not None else None
     if category is not None:
@@ -102,7 +138,7 @@ def _require_category(session: Session, user_id: int | None, name: str) -> Categ
 # --- expenses -----------------------------------------------------------------------------------------
 
 
-def _expense_out(expense: Expense, category_name: str) -> ExpenseOut:
+def expense_out(expense: Expense, category_name: str) -> ExpenseOut:
     return ExpenseOut(
         id=expense.id,
         amount=format_amount(expense.amount_minor, expense.currency),
@@ -117,11 +153,17 @@ def _expense_out(expense: Expense, category_name: str) -> ExpenseOut:
     )
 
 
-def create_expense(session: Session, caller: Caller, new: NewExpense) -> ExpenseOut:
+def create_expense(session: Session, caller: Caller, new: NewExpense, idempotency_key: str | None = None) -> ExpenseOut:
+    """Store an expense. With an idempotency key, a repeat of the same call returns the first expense:
+    the database's unique key decides, so retries racing each other still store exactly one row."""
     currency = new.currency or caller.default_currency
     amount_minor = to_minor_units(new.amount, currency)
     user_id = repo.ensure_user(session, caller.user)
-    category = _require_category(session, user_id, new.category)
+    category = require_category(session, user_id, new.category)
+    if idempotency_key is not None:
+        first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
+        if first is not None:
+            return _replay(first, new, currency, amount_minor, category, idempotency_key)
     expense = Expense(
         user_id=user_id,
         category_id=category.id,
@@ -131,25 +173,72 @@ def create_expense(session: Session, caller: Caller, new: NewExpense) -> Expense
         description=new.description,
         merchant=new.merchant,
         notes=new.notes,
+        idempotency_key=idempotency_key,
     )
-    session.add(expense)
-    session.flush()
-    return _expense_out(expense, category.name)
+    try:
+        with session.begin_nested():
+            session.add(expense)
+    except IntegrityError:
+        # A concurrent call with the same key committed first; its row is visible now.
+        first = repo.expense_by_idempotency_key(session, user_id, idempotency_key) if idempotency_key else None
+        if first is None:
+            raise
+        return _replay(first, new, currency, amount_minor, category, idempotency_key or "")
+    audit.record(
+        session,
+        user_id,
+        "create_expense",
+        f"recorded expense {expense.id}: {_describe(expense)} in {category.name}",
+        [audit.created(expense)],
+    )
+    return expense_out(expense, category.name)
+
+
+def _replay(
+    first: Expense, new: NewExpense, currency: str, amount_minor: int, category: Category, key: str
+) -> ExpenseOut:
+    """The first expense stored under an idempotency key, if this call asks for the same expense."""
+    same = (
+        first.amount_minor == amount_minor
+        and first.currency == currency
+        and first.category_id == category.id
+        and first.description == new.description
+        and first.merchant == new.merchant
+        and first.notes == new.notes
+        and (new.spent_on is None or first.spent_on == new.spent_on)
+    )
+    if not same:
+        raise Conflict(
+            f"idempotency_key {key!r} was already used for a different expense (id {first.id}: "
+            f"{_describe(first)}); use a new key for a new expense"
+        )
+    return expense_out(first, first.category.name)
+
+
+def _describe(expense: Expense) -> str:
+    return (
+        f"{format_amount(expense.amount_minor, expense.currency)} {expense.currency} "
+        f"{expense.description!r} on {expense.spent_on.isoformat()}"
+    )
 
 
 def _require_expense(session: Session, caller: Caller, expense_id: int) -> Expense:
     user_id = repo.find_user_id(session, caller.user)
     expense = repo.get_expense(session, user_id, expense_id) if user_id is not None else None
     if expense is None:
-        raise NotFound(
-            f"no expense with id {expense_id}; find ids with query_expenses_by_category or summarize_spending"
-        )
+        gone = audit.last_change_of(session, user_id, "expense", expense_id) if user_id is not None else None
+        if gone is not None and gone.tool != "create_expense":
+            raise NotFound(
+                f"expense {expense_id} was removed by change {gone.id} ({gone.tool}); "
+                f"undo_change with change_id={gone.id} brings it back"
+            )
+        raise NotFound(f"no expense with id {expense_id}; search_expenses finds expenses and their ids")
     return expense
 
 
 def get_expense(session: Session, caller: Caller, expense_id: int) -> ExpenseOut:
     expense = _require_expense(session, caller, expense_id)
-    return _expense_out(expense, expense.category.name)
+    return expense_out(expense, expense.category.name)
 
 
 def update_expense(session: Session, caller: Caller, expense_id: int, changes: ExpenseChanges) -> ExpenseOut:
@@ -162,9 +251,10 @@ def update_expense(session: Session, caller: Caller, expense_id: int, changes: E
         if getattr(changes, name) is not None:
             raise InvalidInput(f"{name} is both set and cleared; pass one or the other")
     expense = _require_expense(session, caller, expense_id)
+    before = audit.snapshot(expense)
     category = expense.category
     if changes.category is not None:
-        category = _require_category(session, expense.user_id, changes.category)
+        category = require_category(session, expense.user_id, changes.category)
     currency = changes.currency or expense.currency
     if changes.amount is not None or currency != expense.currency:
         amount: Decimal = (
@@ -184,26 +274,410 @@ def update_expense(session: Session, caller: Caller, expense_id: int, changes: E
         elif name in changes.clear:
             setattr(expense, name, None)
     session.flush()
-    return _expense_out(expense, category.name)
+    item = audit.updated(before, expense)
+    changed = sorted(k for k in item.after or {} if (item.before or {}).get(k) != (item.after or {}).get(k))
+    if changed:
+        audit.record(
+            session,
+            expense.user_id,
+            "update_expense",
+            f"changed {', '.join(changed)} of expense {expense.id} ({_describe(expense)})",
+            [item],
+        )
+    return expense_out(expense, category.name)
 
 
 def delete_expense(session: Session, caller: Caller, expense_id: int) -> ExpenseOut:
     expense = _require_expense(session, caller, expense_id)
-    deleted = _expense_out(expense, expense.category.name)
+    deleted = expense_out(expense, expense.category.name)
+    before = audit.snapshot(expense)
     session.delete(expense)
     session.flush()
+    audit.record(
+        session,
+        expense.user_id,
+        "delete_expense",
+        f"deleted expense {expense_id}: {_describe(expense)} from {deleted.category}",
+        [audit.deleted(before, Expense)],
+    )
     return deleted
+
+
+def recategorize_expenses(
+    session: Session, caller: Caller, expense_ids: Sequence[int], category: str, *, dry_run: bool
+) -> Recategorized:
+    """Move many expenses into one category: all of them, or (one id unknown) none."""
+    ids = list(dict.fromkeys(expense_ids))
+    user_id = repo.find_user_id(session, caller.user)
+    target = require_category(session, user_id, category)
+    rows = {e.id: e for e in repo.expenses_by_ids(session, target.user_id, ids)}
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise NotFound(
+            f"no expense with id {shown} ({len(missing)} of {len(ids)}); nothing was moved. "
+            "Drop those ids or find the right ones with search_expenses"
+        )
+    moving = [rows[i] for i in ids if rows[i].category_id != target.id]
+    moving_ids = {e.id for e in moving}
+    items = []
+    for expense in moving:
+        before = audit.snapshot(expense)
+        expense.category_id = target.id
+        session.flush()
+        items.append(audit.updated(before, expense))
+    change = None
+    if items:
+        change = audit.record(
+            session,
+            target.user_id,
+            "recategorize_expenses",
+            f"moved {len(items)} expense(s) to {target.name}: ids {', '.join(str(e.id) for e in moving[:20])}"
+            + (" ..." if len(moving) > 20 else ""),
+            items,
+        )
+    return Recategorized(
+        category=target.name,
+        moved=[e.id for e in moving],
+        already_there=[i for i in ids if i not in moving_ids],
+        **receipt(change, dry_run),
+    )
+
+
+# --- categories: rename, merge, delete ----------------------------------------------------------------
+
+
+def rename_category(session: Session, caller: Caller, name: str, new_name: str) -> CategoryRenamed:
+    user_id = repo.find_user_id(session, caller.user)
+    category = require_category(session, user_id, name)
+    key = category_key(new_name)
+    other = repo.find_category(session, category.user_id, key)
+    if other is not None and other.id != category.id:
+        raise Conflict(
+            f"category {other.name!r} already exists; to combine the two use merge_categories "
+            f"(source={category.name!r}, target={other.name!r})"
+        )
+    if category.name == new_name:
+        raise InvalidInput(f"category {category.name!r} already has that name; nothing to change")
+    old = category.name
+    before = audit.snapshot(category)
+    category.name, category.name_key = new_name, key
+    session.flush()
+    change = audit.record(
+        session,
+        category.user_id,
+        "rename_category",
+        f"renamed category {old!r} to {new_name!r}",
+        [audit.updated(before, category)],
+    )
+    return CategoryRenamed(old_name=old, name=new_name, **receipt(change, False))
+
+
+def merge_categories(session: Session, caller: Caller, source: str, target: str, *, dry_run: bool) -> CategoryRemoved:
+    """Move every expense and budget of ``source`` into ``target``, then remove ``source``."""
+    user_id = repo.find_user_id(session, caller.user)
+    src = require_category(session, user_id, source)
+    dst = require_category(session, user_id, target)
+    if src.id == dst.id:
+        raise InvalidInput(f"source and target are the same category ({src.name!r}); name two different ones")
+    return _remove_category(session, src, dst, "merge_categories", dry_run=dry_run)
+
+
+def delete_category(
+    session: Session, caller: Caller, name: str, *, move_to: str | None, dry_run: bool
+) -> CategoryRemoved:
+    user_id = repo.find_user_id(session, caller.user)
+    category = require_category(session, user_id, name)
+    target = require_category(session, user_id, move_to) if move_to is not None else None
+    if target is not None and target.id == category.id:
+        raise InvalidInput(f"move_to names the category being deleted ({category.name!r}); name another one")
+    if target is None:
+        count = repo.count_expenses_in(session, category.user_id, category.id)
+        if count:
+            raise Conflict(
+                f"category {category.name!r} still holds {count} expense(s); pass move_to=<another category> "
+                "to move them there first (or use merge_categories); nothing was deleted"
+            )
+    return _remove_category(session, category, target, "delete_category", dry_run=dry_run)
+
+
+def _remove_category(
+    session: Session, source: Category, target: Category | None, tool: str, *, dry_run: bool
+) -> CategoryRemoved:
+    items: list[audit.Item] = []
+    moved_expenses = 0
+    if target is not None:
+        for expense in repo.expenses_in(session, source.user_id, source.id):
+            before = audit.snapshot(expense)
+            expense.category_id = target.id
+            items.append(audit.updated(before, expense))
+            moved_expenses += 1
+        session.flush()
+    moved: list[BudgetSpan] = []
+    dropped: list[BudgetSpan] = []
+    target_spans = [_span(b) for b in repo.budgets_of(session, source.user_id, target.id)] if target else []
+    for budget in repo.budgets_of(session, source.user_id, source.id):
+        before = audit.snapshot(budget)
+        span = _span(budget)
+        remains = [span]
+        for taken in target_spans:
+            remains = [piece for r in remains for piece in subtract(r, taken)]
+        if target is None or not remains:
+            dropped.append(_span_out(budget, source.name))
+            session.delete(budget)
+            session.flush()
+            items.append(audit.deleted(before, Budget))
+            continue
+        if remains != [span]:
+            dropped.append(_span_out(budget, source.name))
+        first, *rest = remains
+        _set_span(budget, first)
+        budget.category_id = target.id
+        session.flush()
+        items.append(audit.updated(before, budget))
+        moved.append(_span_out(budget, target.name))
+        for piece in rest:
+            extra = _copy_budget(budget, piece)
+            session.add(extra)
+            session.flush()
+            items.append(audit.created(extra))
+            moved.append(_span_out(extra, target.name))
+    before = audit.snapshot(source)
+    session.delete(source)
+    session.flush()
+    items.append(audit.deleted(before, Category))
+    into = f" into {target.name!r}" if target is not None else ""
+    change = audit.record(
+        session,
+        source.user_id,
+        tool,
+        f"removed category {source.name!r}{into}: {moved_expenses} expense(s) and {len(moved)} budget span(s) moved",
+        items,
+    )
+    return CategoryRemoved(
+        removed=source.name,
+        moved_to=target.name if target is not None else None,
+        expenses_moved=moved_expenses,
+        budgets_moved=moved,
+        budgets_removed=dropped,
+        **receipt(change, dry_run),
+    )
+
+
+# --- budgets: spans of months with one limit ---------------------------------------------------------------
+
+
+def _span(budget: Budget) -> MonthSpan:
+    start = Month.of(budget.start_month).index()
+    return (start, Month.of(budget.end_month).index() if budget.end_month is not None else None)
+
+
+def _set_span(budget: Budget, span: MonthSpan) -> None:
+    budget.start_month = Month.from_index(span[0]).first_day
+    budget.end_month = Month.from_index(span[1]).first_day if span[1] is not None else None
+
+
+def _copy_budget(budget: Budget, span: MonthSpan) -> Budget:
+    copy = Budget(
+        user_id=budget.user_id,
+        category_id=budget.category_id,
+        amount_minor=budget.amount_minor,
+        currency=budget.currency,
+        rollover=budget.rollover,
+    )
+    _set_span(copy, span)
+    return copy
+
+
+def _span_out(budget: Budget, category: str) -> BudgetSpan:
+    return BudgetSpan(
+        category=category,
+        from_month=str(Month.of(budget.start_month)),
+        through_month=str(Month.of(budget.end_month)) if budget.end_month is not None else None,
+        amount=format_amount(budget.amount_minor, budget.currency),
+        currency=budget.currency,
+        rollover=budget.rollover,
+    )
+
+
+def _months(caller: Caller, month: str | None, through_month: str | None, ongoing: bool) -> MonthSpan:
+    first = Month.parse(month) if month is not None else Month.of(caller.today())
+    if ongoing and through_month is not None:
+        raise InvalidInput("pass either through_month or ongoing=true, not both")
+    if ongoing:
+        return (first.index(), None)
+    last = Month.parse(through_month) if through_month is not None else first
+    if last < first:
+        raise InvalidInput(f"through_month {last} is before month {first}; swap them or fix one")
+    if last.index() - first.index() >= 120:
+        raise InvalidInput("a budget span may cover at most 120 months; use ongoing=true for every month on")
+    return (first.index(), last.index())
+
+
+def _carve(session: Session, category: Category, span: MonthSpan) -> tuple[list[BudgetSpan], list[audit.Item]]:
+    """Take the months of ``span`` out of the category's budgets; what was there, and the audit items."""
+    replaced: list[BudgetSpan] = []
+    items: list[audit.Item] = []
+    for budget in repo.budgets_of(session, category.user_id, category.id):
+        own = _span(budget)
+        if overlap(own, span) is None:
+            continue
+        replaced.append(_span_out(budget, category.name))
+        before = audit.snapshot(budget)
+        remains = subtract(own, span)
+        if not remains:
+            session.delete(budget)
+            session.flush()
+            items.append(audit.deleted(before, Budget))
+            continue
+        first, *rest = remains
+        _set_span(budget, first)
+        session.flush()
+        items.append(audit.updated(before, budget))
+        for piece in rest:
+            extra = _copy_budget(budget, piece)
+            session.add(extra)
+            session.flush()
+            items.append(audit.created(extra))
+    return replaced, items
+
+
+def set_budget(
+    session: Session,
+    caller: Caller,
+    category: str,
+    amount: Decimal,
+    *,
+    month: str | None,
+    through_month: str | None,
+    ongoing: bool,
+    currency: str | None,
+    rollover: bool,
+    dry_run: bool,
+) -> BudgetChange:
+    span = _months(caller, month, through_month, ongoing)
+    currency = currency or caller.default_currency
+    amount_minor = to_minor_units(amount, currency)
+    user_id = repo.ensure_user(session, caller.user)
+    found = require_category(session, user_id, category)
+    replaced, items = _carve(session, found, span)
+    budget = Budget(
+        user_id=user_id, category_id=found.id, amount_minor=amount_minor, currency=currency, rollover=rollover
+    )
+    _set_span(budget, span)
+    session.add(budget)
+    session.flush()
+    items.append(audit.created(budget))
+    out = _span_out(budget, found.name)
+    through = out.through_month or "every month on"
+    change = audit.record(
+        session,
+        user_id,
+        "set_budget",
+        f"budget for {found.name}: {out.amount} {currency} a month, {out.from_month} to {through}"
+        + (" with rollover" if rollover else ""),
+        items,
+    )
+    return BudgetChange(
+        category=found.name,
+        from_month=out.from_month,
+        through_month=out.through_month,
+        budget=out,
+        replaced=replaced,
+        **receipt(change, dry_run),
+    )
+
+
+def delete_budget(
+    session: Session,
+    caller: Caller,
+    category: str,
+    *,
+    month: str | None,
+    through_month: str | None,
+    ongoing: bool,
+    dry_run: bool,
+) -> BudgetChange:
+    span = _months(caller, month, through_month, ongoing)
+    user_id = repo.find_user_id(session, caller.user)
+    found = require_category(session, user_id, category)
+    replaced, items = _carve(session, found, span)
+    first = str(Month.from_index(span[0]))
+    last = str(Month.from_index(span[1])) if span[1] is not None else None
+    if not replaced:
+        raise NotFound(
+            f"category {found.name!r} has no budget in {first}"
+            + (f" to {last}" if last else " or later")
+            + "; budget_status shows a month's budgets"
+        )
+    change = audit.record(
+        session,
+        found.user_id,
+        "delete_budget",
+        f"removed the budget of {found.name} from {first} to {last or 'every month on'}",
+        items,
+    )
+    return BudgetChange(
+        category=found.name,
+        from_month=first,
+        through_month=last,
+        budget=None,
+        replaced=replaced,
+        **receipt(change, dry_run),
+    )
+
+
+# --- the audit log ------------------------------------------------------------------------------------
+
+
+def _change_out(change: Change, rows: int) -> ChangeOut:
+    return ChangeOut(
+        id=change.id,
+        at=change.changed_at,
+        tool=change.tool,
+        summary=change.summary,
+        rows=rows,
+        undoes=change.undoes_id,
+        undone_by=change.undone_by_id,
+    )
+
+
+def list_changes(session: Session, caller: Caller, *, limit: int, cursor: str | None) -> ChangeList:
+    before = _id_position(cursor, "changes") if cursor else None
+    user_id = repo.find_user_id(session, caller.user)
+    if user_id is None:
+        return ChangeList(changes=[], next_cursor=None)
+    rows = audit.recent_changes(session, user_id, before_id=before, limit=limit + 1)
+    page = rows[:limit]
+    return ChangeList(
+        changes=[_change_out(change, count) for change, count in page],
+        next_cursor=encode_cursor("changes", page[-1][0].id) if len(rows) > limit else None,
+    )
+
+
+def undo_change(session: Session, caller: Caller, change_id: int, *, dry_run: bool) -> Undone:
+    user_id = repo.find_user_id(session, caller.user)
+    change = audit.require_change(session, user_id, change_id)
+    if change.undone_by_id is not None:
+        raise Conflict(f"change {change.id} was already undone by change {change.undone_by_id}")
+    items = audit.items_of(session, change.id)
+    if not items:
+        raise InvalidInput(f"change {change.id} changed no rows; there is nothing to undo")
+    inverse = audit.revert(session, change, items)
+    undo = audit.record(session, change.user_id, "undo_change", f"undid change {change.id}: {change.summary}", inverse)
+    undo.undoes_id = change.id
+    change.undone_by_id = undo.id
+    session.flush()
+    undone = _change_out(change, len(items))
+    if dry_run:  # rolled back: the undo never happened
+        undone.undone_by = None
+    return Undone(undone=undone, rows=len(items), **receipt(undo, dry_run))
 
 
 # --- queries and reports ------------------------------------------------------------------------------
 
 
-def _check_period(start: date | None, end: date | None) -> None:
-    if start is not None and end is not None and start > end:
-        raise InvalidInput(f"start_date {start} is after end_date {end}; swap them or fix one")
-
-
-def _totals(sums: list[repo.CurrencySum]) -> list[CurrencyTotal]:
+def totals(sums: list[repo.CurrencySum]) -> list[CurrencyTotal]:
     return [
         CurrencyTotal(currency=s.currency, total=format_amount(s.total_minor, s.currency), count=s.count) for s in sums
     ]
@@ -216,28 +690,30 @@ def query_expenses_by_category(
     *,
     start: date | None,
     end: date | None,
+    period: str | None,
     limit: int,
     cursor: str | None,
 ) -> ExpensePage:
-    _check_period(start, end)
+    days = caller.range(start, end, period)
     position = _expenses_position(cursor) if cursor else None
     user_id = repo.find_user_id(session, caller.user)
-    found = _require_category(session, user_id, category)
+    found = require_category(session, user_id, category)
     rows = repo.expenses_in_category(
-        session, found.user_id, found.id, start=start, end=end, before=position, limit=limit + 1
+        session, found.user_id, found.id, start=days.start, end=days.end, before=position, limit=limit + 1
     )
     page = rows[:limit]
-    sums = repo.sums_by_currency(session, found.user_id, start=start, end=end, category_id=found.id)
+    sums = repo.sums_by_currency(session, found.user_id, start=days.start, end=days.end, category_id=found.id)
     last = page[-1] if page else None
     return ExpensePage(
         category=found.name,
-        start_date=start,
-        end_date=end,
-        expenses=[_expense_out(expense, found.name) for expense in page],
+        start_date=days.start,
+        end_date=days.end,
+        period=days.period,
+        expenses=[expense_out(expense, found.name) for expense in page],
         count=sum(s.count for s in sums),
-        totals=_totals(sums),
+        totals=totals(sums),
         next_cursor=(
-            _encode_cursor("expenses", [last.spent_on.isoformat(), last.id])
+            encode_cursor("expenses", [last.spent_on.isoformat(), last.id])
             if last is not None and len(rows) > limit
             else None
         ),
@@ -248,19 +724,24 @@ def summarize_spending(
     session: Session,
     caller: Caller,
     *,
-    start: date,
-    end: date,
+    start: date | None,
+    end: date | None,
+    period: str | None,
     group_by: GroupBy,
     limit: int,
     cursor: str | None,
 ) -> SpendingSummary:
-    _check_period(start, end)
+    days = caller.range(start, end, period, default="this_month")
+    if days.start is None or days.end is None:
+        raise InvalidInput("give both start_date and end_date, or a period such as this_month")
+    start, end = days.start, days.end
     offset = _summary_position(cursor, group_by) if cursor else 0
     user_id = repo.find_user_id(session, caller.user)
     if user_id is None:
         return SpendingSummary(
             start_date=start,
             end_date=end,
+            period=days.period,
             group_by=group_by,
             groups=[],
             totals=[],
@@ -276,6 +757,7 @@ def summarize_spending(
     return SpendingSummary(
         start_date=start,
         end_date=end,
+        period=days.period,
         group_by=group_by,
         groups=[
             SpendingGroup(
@@ -283,68 +765,86 @@ def summarize_spending(
                 currency=g.currency,
                 total=format_amount(g.total_minor, g.currency),
                 count=g.count,
-                share_percent=_percent(g.total_minor, currency_totals[g.currency]),
+                share_percent=percent(g.total_minor, currency_totals[g.currency]),
             )
             for g in groups
         ],
-        totals=_totals(sums),
+        totals=totals(sums),
         count=sum(s.count for s in sums),
         group_count=group_count,
-        next_cursor=(_encode_cursor(f"summary:{group_by}", offset + limit) if offset + limit < group_count else None),
+        next_cursor=(encode_cursor(f"summary:{group_by}", offset + limit) if offset + limit < group_count else None),
     )
 
 
-def _percent(part: int, whole: int) -> str:
+def percent(part: int, whole: int) -> str:
     return f"{(Decimal(100) * part / whole).quantize(Decimal('0.01'))}" if whole else "0.00"
 
 
 # --- cursors: opaque to callers, checked on the way back in ---------------------------------------------
 
 
-def _encode_cursor(kind: str, position: Any) -> str:
+def encode_cursor(kind: str, position: Any) -> str:
     raw = json.dumps([kind, position], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, kind: str) -> Any:
+def decode_cursor(cursor: str, kind: str) -> Any:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         found_kind, position = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
-        raise _bad_cursor() from None
+        raise bad_cursor() from None
     if found_kind != kind:
-        raise _bad_cursor()
+        raise bad_cursor()
     return position
 
 
 def _categories_position(cursor: str) -> str:
-    key = _decode_cursor(cursor, "categories")
+    key = decode_cursor(cursor, "categories")
     if not isinstance(key, str) or not 0 < len(key) <= NAME_KEY_MAX or not key.isprintable():
-        raise _bad_cursor()
+        raise bad_cursor()
     return key
 
 
 def _expenses_position(cursor: str) -> tuple[date, int]:
-    position = _decode_cursor(cursor, "expenses")
+    return expenses_position(cursor, "expenses")
+
+
+def expenses_position(cursor: str, kind: str) -> tuple[date, int]:
+    position = decode_cursor(cursor, kind)
     if not (isinstance(position, list) and len(position) == 2 and isinstance(position[0], str)):
-        raise _bad_cursor()
+        raise bad_cursor()
     day, expense_id = position
     if type(expense_id) is not int or not 0 < expense_id <= MAX_ID:
-        raise _bad_cursor()
+        raise bad_cursor()
     try:
         return parse_iso_date(day), expense_id
     except InvalidInput:
-        raise _bad_cursor() from None
+        raise bad_cursor() from None
 
 
-def _summary_position(cursor: str, group_by: str) -> int:
-    offset = _decode_cursor(cursor, f"summary:{group_by}")
+def _id_position(cursor: str, kind: str) -> int:
+    position = decode_cursor(cursor, kind)
+    if type(position) is not int or not 0 < position <= MAX_ID:
+        raise bad_cursor()
+    return position
+
+
+def offset_position(cursor: str, kind: str) -> int:
+    offset = decode_cursor(cursor, kind)
     if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
-        raise _bad_cursor()
+        raise bad_cursor()
     return offset
 
 
-def _bad_cursor() -> InvalidInput:
+def _summary_position(cursor: str, group_by: str) -> int:
+    offset = decode_cursor(cursor, f"summary:{group_by}")
+    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
+        raise bad_cursor()
+    return offset
+
+
+def bad_cursor() -> InvalidInput:
     return InvalidInput(
         "cursor is not valid here; pass the next_cursor from the previous result of the same tool, "
         "unchanged, or leave it out to start from the first page"

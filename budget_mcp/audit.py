@@ -1,0 +1,212 @@
+"""The audit log: every change is written with the rows it touched, before and after, in the same
+transaction as the change itself; and any logged change can be reverted while nothing later touched it.
+
+Rows are logged as JSON snapshots of their columns, so one mechanism covers expenses, categories and
+budgets. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Date, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .db import Base, UTCDateTime, utcnow
+from .errors import Conflict, NotFound
+from .models import Budget, Category, Change, ChangeItem, Expense
+
+ENTITIES: dict[str, type[Base]] = {"category": Category, "budget": Budget, "expense": Expense}
+_ENTITY_OF = {model: name for name, model in ENTITIES.items()}
+_NOT_SNAPSHOTTED = {"updated_at"}  # bookkeeping, set anew whenever a row changes (an undo included)
+_CHUNK = 500
+
+Snapshot = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row a change touched: None before means it was created, None after that it was deleted."""
+
+    entity: str
+    entity_id: int
+    before: Snapshot | None
+    after: Snapshot | None
+
+
+def snapshot(row: Base) -> Snapshot:
+    """The row's columns as JSON-ready values (dates and times as ISO text)."""
+    values: Snapshot = {}
+    for column in row.__table__.columns:
+        if column.key in _NOT_SNAPSHOTTED:
+            continue
+        value = getattr(row, column.key)
+        values[column.key] = value.isoformat() if isinstance(value, (date, datetime)) else value
+    return values
+
+
+def created(row: Base) -> Item:
+    return Item(_ENTITY_OF[type(row)], row.id, None, snapshot(row))  # type: ignore[attr-defined]
+
+
+def updated(before: Snapshot, row: Base) -> Item:
+    return Item(_ENTITY_OF[type(row)], row.id, before, snapshot(row))  # type: ignore[attr-defined]
+
+
+def deleted(before: Snapshot, model: type[Base]) -> Item:
+    return Item(_ENTITY_OF[model], before["id"], before, None)
+
+
+def record(session: Session, user_id: int, tool: str, summary: str, items: Sequence[Item]) -> Change:
+    """Write one audit entry for a change made in this transaction (rows left unchanged are not logged)."""
+    change = Change(user_id=user_id, tool=tool, summary=summary[:500])
+    session.add(change)
+    session.flush()
+    rows = [
+        {"change_id": change.id, "entity": i.entity, "entity_id": i.entity_id, "before": i.before, "after": i.after}
+        for i in items
+        if i.before != i.after
+    ]
+    for start in range(0, len(rows), _CHUNK):
+        session.execute(insert(ChangeItem), rows[start : start + _CHUNK])
+    return change
+
+
+def find_change(session: Session, user_id: int, change_id: int) -> Change | None:
+    return session.scalar(select(Change).where(Change.user_id == user_id, Change.id == change_id))
+
+
+def recent_changes(session: Session, user_id: int, *, before_id: int | None, limit: int) -> list[tuple[Change, int]]:
+    """Newest first: each change with how many rows it touched."""
+    stmt = (
+        select(Change, func.count(ChangeItem.id))
+        .outerjoin(ChangeItem, ChangeItem.change_id == Change.id)
+        .where(Change.user_id == user_id)
+        .group_by(Change.id)
+        .order_by(Change.id.desc())
+        .limit(limit)
+    )
+    if before_id is not None:
+        stmt = stmt.where(Change.id < before_id)
+    return [(change, count) for change, count in session.execute(stmt)]
+
+
+def last_change_of(session: Session, user_id: int, entity: str, entity_id: int) -> Change | None:
+    """The newest change that touched a row: e.g. the one that deleted an expense."""
+    return session.scalar(
+        select(Change)
+        .join(ChangeItem, ChangeItem.change_id == Change.id)
+        .where(Change.user_id == user_id, ChangeItem.entity == entity, ChangeItem.entity_id == entity_id)
+        .order_by(Change.id.desc())
+        .limit(1)
+    )
+
+
+def items_of(session: Session, change_id: int) -> list[Item]:
+    rows = session.scalars(select(ChangeItem).where(ChangeItem.change_id == change_id).order_by(ChangeItem.id))
+    return [Item(r.entity, r.entity_id, r.before, r.after) for r in rows]
+
+
+def current_rows(session: Session, items: Iterable[Item]) -> dict[tuple[str, int], Base]:
+    """The rows the items name, as they are now (missing ones are absent from the answer)."""
+    wanted: dict[str, set[int]] = {}
+    for item in items:
+        wanted.setdefault(item.entity, set()).add(item.entity_id)
+    found: dict[tuple[str, int], Base] = {}
+    for entity, ids in wanted.items():
+        model = ENTITIES[entity]
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), _CHUNK):
+            chunk = ordered[start : start + _CHUNK]
+            for row in session.scalars(select(model).where(model.id.in_(chunk))):  # type: ignore[attr-defined]
+                found[(entity, row.id)] = row  # type: ignore[attr-defined]
+    return found
+
+
+def revert(session: Session, change: Change, items: Sequence[Item]) -> list[Item]:
+    """Put every row the change touched back as it was before it; return the inverse items.
+
+    Refuses (Conflict) unless every row is still exactly as the change left it, naming the later change
+    that touched it; refuses too when later rows depend on what the revert would remove.
+    """
+    rows = current_rows(session, items)
+    for item in items:
+        row = rows.get((item.entity, item.entity_id))
+        now = snapshot(row) if row is not None else None
+        if now != item.after:
+            later = _later_change(session, change, item)
+            what = f"{item.entity} {item.entity_id}"
+            by = f" by change {later.id} ({later.tool})" if later is not None else ""
+            raise Conflict(
+                f"cannot undo change {change.id}: {what} was changed again later{by}; "
+                + (f"undo change {later.id} first" if later is not None else "nothing was changed")
+            )
+    inverse: list[Item] = []
+    try:
+        with session.begin_nested():
+            entity = None
+            for item in reversed(items):
+                if entity is not None and item.entity != entity:
+                    session.flush()  # rows of one kind depend on rows of another: keep the order
+                entity = item.entity
+                model = ENTITIES[item.entity]
+                row = rows.get((item.entity, item.entity_id))
+                if item.before is None:
+                    assert row is not None
+                    session.delete(row)
+                elif row is None:
+                    session.add(model(**_values(model, item.before)))
+                else:
+                    for key, value in _values(model, item.before).items():
+                        setattr(row, key, value)
+                    row.updated_at = utcnow()  # type: ignore[attr-defined]
+                inverse.append(Item(item.entity, item.entity_id, item.after, item.before))
+            session.flush()
+    except IntegrityError:
+        raise Conflict(
+            f"cannot undo change {change.id}: rows added later depend on what it would remove or rename "
+            "(e.g. expenses filed under its category, or a category now using its name); "
+            "undo or change those first. Nothing was changed"
+        ) from None
+    return inverse
+
+
+def _later_change(session: Session, change: Change, item: Item) -> Change | None:
+    return session.scalar(
+        select(Change)
+        .join(ChangeItem, ChangeItem.change_id == Change.id)
+        .where(
+            Change.user_id == change.user_id,
+            ChangeItem.entity == item.entity,
+            ChangeItem.entity_id == item.entity_id,
+            Change.id > change.id,
+        )
+        .order_by(Change.id.desc())
+        .limit(1)
+    )
+
+
+def _values(model: type[Base], data: Snapshot) -> dict[str, Any]:
+    """A snapshot back into column values."""
+    values: dict[str, Any] = {}
+    for column in model.__table__.columns:
+        if column.key not in data:
+            continue
+        value = data[column.key]
+        if value is not None and isinstance(column.type, UTCDateTime):
+            value = datetime.fromisoformat(value)
+        elif value is not None and isinstance(column.type, Date):
+            value = date.fromisoformat(value)
+        values[column.key] = value
+    return values
+
+
+def require_change(session: Session, user_id: int | None, change_id: int) -> Change:
+    change = find_change(session, user_id, change_id) if user_id is not None else None
+    if change is None:
+        raise NotFound(f"no change with id {change_id}; list_changes shows the recent ones and their ids")
+    return change
