@@ -28,6 +28,42 @@ async def fails(client: Client, tool: str, /, **arguments: Any) -> str:
     return message
 
 
+# Every tool, by kind: read-only mode offers exactly READ_TOOLS.
+READ_TOOLS = frozenset(
+    {
+        "query_expenses_by_category",
+        "summarize_spending",
+        "search_expenses",
+        "get_expense",
+        "list_categories",
+        "budget_status",
+        "spending_trend",
+        "compare_periods",
+        "top_expenses",
+        "list_changes",
+    }
+)
+WRITE_TOOLS = frozenset(
+    {
+        "create_expense",
+        "update_expense",
+        "delete_expense",
+        "recategorize_expenses",
+        "create_category",
+        "rename_category",
+        "merge_categories",
+        "delete_category",
+        "set_budget",
+        "delete_budget",
+        "undo_change",
+    }
+)
+DESTRUCTIVE_TOOLS = frozenset(
+    {"delete_expense", "merge_categories", "delete_category", "delete_budget", "undo_change"}
+)
+TOOLS = READ_TOOLS | WRITE_TOOLS
+
+
 # The expense the validation suites seed and then try, and fail, to change.
 LUNCH: dict[str, Any] = {
     "amount": "12.30",

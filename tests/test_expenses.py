@@ -184,8 +184,8 @@ async def test_delete_expense_removes_it_and_returns_what_was_deleted(client: Cl
     created = await ok(client, "create_expense", amount=1, description="tea", category="Food")
     deleted = await ok(client, "delete_expense", expense_id=created["id"])
     assert deleted == created
-    assert "no expense with id" in await fails(client, "get_expense", expense_id=created["id"])
-    assert "no expense with id" in await fails(client, "delete_expense", expense_id=created["id"])
+    assert "was removed by change" in await fails(client, "get_expense", expense_id=created["id"])
+    assert "was removed by change" in await fails(client, "delete_expense", expense_id=created["id"])
 
 
 async def test_a_user_never_sees_or_changes_another_users_expenses(database_url: str, db: Engine) -> None:
@@ -197,7 +197,7 @@ async def test_a_user_never_sees_or_changes_another_users_expenses(database_url:
         for tool, extra in [("get_expense", {}), ("update_expense", {"amount": 1}), ("delete_expense", {})]:
             message = await fails(bob, tool, expense_id=mine["id"], **extra)
             assert message.endswith(
-                f"no expense with id {mine['id']}; find ids with query_expenses_by_category or summarize_spending"
+                f"no expense with id {mine['id']}; search_expenses finds expenses and their ids"
             )
         assert "no category 'Food'" in await fails(bob, "query_expenses_by_category", category="Food")
         assert (await ok(bob, "list_categories"))["categories"] == []

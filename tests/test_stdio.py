@@ -21,21 +21,12 @@ from sqlalchemy import Engine, create_engine, text
 
 from budget_mcp import __version__
 
-from helpers import empty_tables, fails, ok
+from helpers import TOOLS, empty_tables, fails, ok
 from pgserver import PostgresInstance
 
 SERVER = [sys.executable, "-m", "budget_mcp"]
-TOOLS = {
-    "create_category",
-    "list_categories",
-    "create_expense",
-    "get_expense",
-    "update_expense",
-    "delete_expense",
-    "query_expenses_by_category",
-    "summarize_spending",
-}
 PROTOCOL = "2025-11-25"
+HEAD = "0002"  # the newest migration
 TIMEOUT = 60.0  # seconds any single read or exit may take before the test fails (never slept)
 
 
@@ -271,7 +262,7 @@ async def test_over_stdio_the_server_migrates_and_uses_a_new_postgresql_database
                 await exercise(client)
                 page = await ok(client, "query_expenses_by_category", category="Food")
                 assert [e["description"] for e in page["expenses"]] == ["Lunch"]
-        assert rows(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+        assert rows(url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
         assert postgres.app_password not in (tmp_path / "stderr.log").read_text()
         assert rows(url, "SELECT u.name, c.name FROM categories c JOIN users u ON u.id = c.user_id") == [
             ("stdio-user", "Food")
