@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 from mcp import Client
 from sqlalchemy import Engine, create_engine, select, text
 
+from budget_mcp.config import Settings
 from budget_mcp.db import Base
+from budget_mcp.server import build_server
+
+
+@asynccontextmanager
+async def client_at(settings: Settings, now: str) -> AsyncIterator[Client]:
+    """An in-memory client to a server whose clock is stopped at ``now`` (ISO 8601 with an offset,
+    e.g. "2026-03-15T23:30:00+00:00"); "today" is that instant in the settings' time zone."""
+    instant = datetime.fromisoformat(now)
+    assert instant.tzinfo is not None, "give the instant an offset, e.g. +00:00"
+    async with Client(build_server(settings, clock=lambda: instant)) as connected:
+        yield connected
 
 
 async def ok(client: Client, tool: str, /, **arguments: Any) -> dict[str, Any]:
