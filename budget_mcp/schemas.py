@@ -97,8 +97,8 @@ Amount = Annotated[
         le=MAX_AMOUNT,
         allow_inf_nan=False,
         description=(
-            'How much was spent, in major units, as a JSON number or a decimal string: 12.3 or "12.30". '
-            "Positive, with no more decimals than the currency has (2 for USD/EUR, 0 for JPY)."
+            'In major units, as a number or decimal string: 12.3 or "12.30"; no more decimals than the '
+            "currency has (2 for USD, 0 for JPY)."
         ),
     ),
 ]
@@ -151,7 +151,7 @@ Cursor = Annotated[
     Field(
         min_length=1,
         max_length=500,
-        description="Pass the next_cursor of the previous result, unchanged, to get the next page.",
+        description="The previous result's next_cursor, unchanged.",
     ),
 ]
 GroupBy = Literal["category", "month", "week", "day", "merchant"]
@@ -194,13 +194,7 @@ class ExpenseChanges(BaseModel):
 
 # --- outputs ------------------------------------------------------------------------------------------
 
-MoneyText = Annotated[
-    str,
-    Field(
-        pattern=r"^\d+(\.\d+)?$",
-        description='An exact amount as a decimal string with the currency\'s minor digits, e.g. "12.30".',
-    ),
-]
+MoneyText = Annotated[str, Field(pattern=r"^\d+(\.\d+)?$")]  # exact, in the currency's minor digits
 
 
 class Expense(BaseModel):
@@ -208,14 +202,14 @@ class Expense(BaseModel):
 
     id: int
     amount: MoneyText
-    currency: str = Field(description="ISO 4217 code of the amount.")
+    currency: str
     category: str
-    spent_on: date = Field(description="The day the money was spent.")
+    spent_on: date
     description: str
     merchant: str | None
     notes: str | None
-    created_at: datetime = Field(description="When it was recorded (UTC).")
-    updated_at: datetime = Field(description="When it was last changed (UTC).")
+    created_at: datetime
+    updated_at: datetime
 
 
 class CurrencyTotal(BaseModel):
@@ -291,12 +285,9 @@ class CategoryList(BaseModel):
 
 # --- budgets, reports, bulk changes and the audit log ----------------------------------------------------
 
-SignedMoneyText = Annotated[
-    str,
-    Field(pattern=r"^-?\d+(\.\d+)?$", description='An exact amount that may be negative, e.g. "-4.50".'),
-]
-PercentText = Annotated[str, Field(description='A percentage with two decimals, e.g. "42.50" (may be negative).')]
-MonthText = Annotated[str, Field(pattern=r"^\d{4}-\d{2}$", description="A month written YYYY-MM.")]
+SignedMoneyText = Annotated[str, Field(pattern=r"^-?\d+(\.\d+)?$")]
+PercentText = Annotated[str, Field(pattern=r"^-?\d+\.\d\d$")]
+MonthText = Annotated[str, Field(pattern=r"^\d{4}-\d{2}$")]
 
 
 def _month(value: object) -> str:
@@ -310,12 +301,7 @@ MonthArg = Annotated[
 ]
 Period = Annotated[
     PeriodName,
-    Field(
-        description=(
-            "A named period instead of start_date/end_date, counted from today in the user's time zone: "
-            "this_month, last_month, this_year, last_year, last_7_days, last_30_days, year_to_date."
-        )
-    ),
+    Field(description=("A named period instead of start_date/end_date, counted from today in the user's time zone.")),
 ]
 IdempotencyKey = Annotated[
     str,

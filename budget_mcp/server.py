@@ -6,6 +6,7 @@ into ``ToolError`` (the only exception whose text SDK v2 shows the client).
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -190,8 +191,35 @@ def build_server(settings: Settings, *, clock: Callable[[], datetime] | None = N
         _register_write_tools(server)
     _register_resources(server, running)
     _register_prompts(server, read_only=settings.read_only)
+    _compact_tool_schemas(server)
     refuse_unknown_arguments.server = server
     return server
+
+
+def _compact_tool_schemas(server: MCPServer[AppState]) -> None:
+    """Keep tools/list small, since every client sends it to the model on every turn: drop generated
+    titles ("Start Date") and descriptions an outer description repeats, and dedent docstrings."""
+    for tool in server._tool_manager.list_tools():  # private: the SDK has no public hook for this
+        tool.description = inspect.cleandoc(tool.description or "")
+        _compact_schema(tool.parameters)
+        if tool.fn_metadata.output_schema is not None:
+            _compact_schema(tool.fn_metadata.output_schema)
+
+
+def _compact_schema(schema: Any) -> None:
+    if not isinstance(schema, dict):
+        return
+    if isinstance(schema.get("title"), str):
+        del schema["title"]
+    for key in ("properties", "$defs"):
+        for sub in schema.get(key, {}).values():
+            _compact_schema(sub)
+    for key in ("anyOf", "allOf", "oneOf"):
+        for sub in schema.get(key, []):
+            if "description" in schema and isinstance(sub, dict):
+                sub.pop("description", None)
+            _compact_schema(sub)
+    _compact_schema(schema.get("items"))
 
 
 class _RefuseUnknownArguments:

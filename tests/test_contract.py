@@ -4,11 +4,13 @@ and the code keeps its one direction of imports."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
@@ -19,7 +21,6 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "budget_mcp"
-
 
 
 @pytest.fixture
@@ -151,3 +152,67 @@ async def test_a_misspelt_argument_is_refused_on_every_protocol_version(tmp_path
         result = await client.call_tool("list_categories", {"limt": 5})
     assert result.is_error
     assert "unknown argument 'limt'; list_categories takes cursor, limit" in result.content[0].text  # type: ignore[union-attr]
+
+
+# tools/list goes to the model with every request: a budget keeps it from growing unnoticed.
+TOOLS_LIST_BUDGET = 56_000  # bytes of JSON for every tool together (about 14k tokens)
+TOOL_BUDGET = 6_000  # bytes for any one tool
+
+
+async def test_tools_list_stays_within_its_size_budget(sqlite_client: Client) -> None:
+    tools = (await sqlite_client.list_tools()).tools
+    sizes = {t.name: len(json.dumps(t.model_dump(mode="json", by_alias=True, exclude_none=True))) for t in tools}
+    assert sum(sizes.values()) <= TOOLS_LIST_BUDGET, sizes
+    assert max(sizes.values()) <= TOOL_BUDGET, sizes
+    for tool in tools:  # no generated noise: titles like "Start Date", docstring indentation
+        assert '"title"' not in json.dumps(tool.input_schema), tool.name
+        assert "\n    " not in (tool.description or ""), tool.name
+
+
+async def test_read_only_mode_offers_no_tool_that_changes_data(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", user="alice", read_only=True, _env_file=None
+    )  # type: ignore[call-arg]
+    async with Client(build_server(settings)) as client:
+        tools = {tool.name for tool in (await client.list_tools()).tools}
+        prompts = {prompt.name for prompt in (await client.list_prompts()).prompts}
+        result = await client.call_tool("create_category", {"name": "Food"})
+    assert tools == READ_TOOLS
+    assert prompts == {"monthly_review", "budget_checkup"}
+    assert result.is_error
+
+
+def test_read_only_mode_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUDGET_MCP_READ_ONLY", "true")
+    assert Settings(_env_file=None).read_only is True  # type: ignore[call-arg]
+
+
+async def test_resources_give_the_category_list_and_month_templates(sqlite_client: Client) -> None:
+    resources = (await sqlite_client.list_resources()).resources
+    templates = (await sqlite_client.list_resource_templates()).resource_templates
+    assert [(str(r.uri), r.mime_type) for r in resources] == [("budget://categories", "application/json")]
+    assert {t.uri_template for t in templates} == {"budget://months/{month}/summary", "budget://months/{month}/budget"}
+    assert all(t.mime_type == "application/json" and t.description for t in templates)
+    await sqlite_client.call_tool("create_category", {"name": "Food"})
+    categories = json.loads((await sqlite_client.read_resource("budget://categories")).contents[0].text)  # type: ignore[union-attr]
+    assert categories["categories"] == [{"name": "Food", "expense_count": 0}]
+    summary = json.loads((await sqlite_client.read_resource("budget://months/2026-02/summary")).contents[0].text)  # type: ignore[union-attr]
+    assert (summary["start_date"], summary["end_date"], summary["group_by"]) == ("2026-02-01", "2026-02-28", "category")
+
+
+async def test_a_resource_for_a_month_that_does_not_exist_is_refused_with_the_reason(sqlite_client: Client) -> None:
+    with pytest.raises(MCPError, match="2026-13 is not a month"):
+        await sqlite_client.read_resource("budget://months/2026-13/summary")
+
+
+async def test_every_prompt_is_described_and_names_only_real_tools(sqlite_client: Client) -> None:
+    prompts = {prompt.name: prompt for prompt in (await sqlite_client.list_prompts()).prompts}
+    assert set(prompts) == {"monthly_review", "budget_checkup", "cleanup_expenses"}
+    assert [(a.name, a.required) for a in prompts["monthly_review"].arguments or []] == [("month", True)]
+    tools = set(await _tools(sqlite_client))
+    for name, prompt in prompts.items():
+        assert prompt.description, name
+        arguments = {"month": "2026-03"} if name == "monthly_review" else None
+        text = (await sqlite_client.get_prompt(name, arguments)).messages[0].content.text  # type: ignore[union-attr]
+        named = set(re.findall(r"\b([a-z]+(?:_[a-z]+)+)\b", text)) - {"dry_run", "group_by", "last_30_days"}
+        assert named and named <= tools, f"{name} names {sorted(named - tools)}"
