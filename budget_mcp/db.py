@@ -118,9 +118,22 @@ def upgrade_schema(engine: Engine) -> None:
     """Bring the database's schema up to the newest Alembic revision (a new, empty database included)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        raw = connection.connection.dbapi_connection
+        if sqlite and raw is not None:
+            # SQLite changes a table by rebuilding it, which foreign keys would block; the switch only
+            # works outside a transaction. The keys are checked before the upgrade commits instead.
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the schema upgrade would break foreign keys; nothing was changed")
+        finally:
+            if sqlite and raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 # --- SQL that differs by dialect ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, func, insert, inspect, select
+from sqlalchemy import Connection, Engine, func, insert, inspect, select, text
 from sqlalchemy.exc import DataError, IntegrityError
 
 from budget_mcp import models
@@ -231,3 +231,76 @@ def test_user_names_are_unique(migrated: Engine) -> None:
         add_user(connection, "alice")
     with pytest.raises(IntegrityError), migrated.begin() as connection:
         add_user(connection, "alice")
+
+
+# --- 0002: budgets, the audit log, idempotency keys ---------------------------------------------------
+
+
+def test_upgrading_a_0001_database_with_data_keeps_every_row_and_never_reuses_an_id(engine: Engine) -> None:
+    alembic(engine, "upgrade", "0001")
+    with engine.begin() as connection:  # rows written by the first release, through its schema
+        user_id = connection.execute(
+            text("INSERT INTO users (name, created_at) VALUES ('alice', '2026-01-01') RETURNING id")
+        ).scalar_one()
+        connection.execute(
+            text(
+                "INSERT INTO categories (user_id, name, name_key, created_at) VALUES (:u, 'Food', 'food', '2026-01-01')"
+            ),
+            {"u": user_id},
+        )
+        category_id = connection.execute(text("SELECT id FROM categories")).scalar_one()
+        for amount in (100, 200, 300):
+            connection.execute(
+                text(
+                    "INSERT INTO expenses (user_id, category_id, amount_minor, currency, spent_on, description,"
+                    " created_at, updated_at) VALUES (:u, :c, :a, 'USD', '2026-03-14', 'x', '2026-01-01', '2026-01-01')"
+                ),
+                {"u": user_id, "c": category_id, "a": amount},
+            )
+    with engine.connect() as connection:
+        before = connection.execute(text("SELECT id, amount_minor FROM expenses ORDER BY id")).all()
+
+    upgrade_schema(engine)
+
+    assert current_revision(engine) == head_revision()
+    assert schema_differences(engine) == []
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT id, amount_minor FROM expenses ORDER BY id")).all() == before
+        newest = before[-1][0]
+        connection.execute(text("DELETE FROM expenses WHERE id = :id"), {"id": newest})
+        again = add_expense(connection, user_id, category_id)
+    assert again > newest  # the deleted row's id stays its own: undo can put the row back under it
+
+
+def test_an_idempotency_key_is_unique_per_user(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        alice, bob = add_user(connection, "alice"), add_user(connection, "bob")
+        food_a, food_b = add_category(connection, alice, "Food"), add_category(connection, bob, "Food")
+        add_expense(connection, alice, food_a, idempotency_key="k-1")
+        add_expense(connection, bob, food_b, idempotency_key="k-1")  # another user's key space
+        add_expense(connection, alice, food_a)  # no key: any number of them
+        add_expense(connection, alice, food_a)
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        add_expense(connection, alice, food_a, idempotency_key="k-1")
+
+
+def test_the_database_refuses_a_budget_that_ends_before_it_starts_or_is_not_positive(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        alice = add_user(connection, "alice")
+        food = add_category(connection, alice, "Food")
+    good = {
+        "user_id": alice,
+        "category_id": food,
+        "start_month": date(2026, 3, 1),
+        "end_month": None,
+        "amount_minor": 40000,
+        "currency": "USD",
+        "rollover": False,
+    }
+    for bad in ({"end_month": date(2026, 2, 1)}, {"amount_minor": 0}):
+        with pytest.raises(IntegrityError), migrated.begin() as connection:
+            connection.execute(insert(models.Budget).values(**{**good, **bad}))
+    with migrated.begin() as connection:
+        connection.execute(insert(models.Budget).values(**good))
+    with pytest.raises(IntegrityError), migrated.begin() as connection:  # one span per category and start month
+        connection.execute(insert(models.Budget).values(**good))

@@ -24,8 +24,7 @@ def upgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     if sqlite:
         # SQLite reuses the largest id after a delete unless the table is AUTOINCREMENT, which only a
-        # rebuild can add. The rows reference each other, so their foreign keys are checked at commit.
-        op.execute("PRAGMA defer_foreign_keys = ON")
+        # rebuild can add (db.upgrade_schema turns foreign keys off around rebuilds, then checks them).
         with op.batch_alter_table("categories", recreate="always", table_kwargs=NEVER_REUSE_IDS):
             pass
     with op.batch_alter_table(
