@@ -296,6 +296,16 @@ DATE_SLOTS = [
     pytest.param("summarize_spending", "end_date", {"start_date": "2026-01-01"}, id="summarize.end_date"),
     pytest.param("query_expenses_by_category", "start_date", {"category": "Food"}, id="query.start_date"),
     pytest.param("query_expenses_by_category", "end_date", {"category": "Food"}, id="query.end_date"),
+    pytest.param("search_expenses", "start_date", {}, id="search.start_date"),
+    pytest.param("search_expenses", "end_date", {}, id="search.end_date"),
+    pytest.param("top_expenses", "start_date", {"end_date": "2026-12-31"}, id="top.start_date"),
+    pytest.param("compare_periods", "end_date", {"start_date": "2026-01-01"}, id="compare.end_date"),
+    pytest.param(
+        "compare_periods",
+        "baseline_start_date",
+        {"baseline_end_date": "2026-12-31"},
+        id="compare.baseline_start_date",
+    ),
 ]
 
 
@@ -472,14 +482,38 @@ CATEGORY_SLOTS = [
     pytest.param("create_expense", _expense_args(), id="create_expense"),
     pytest.param("update_expense", {}, id="update_expense"),
     pytest.param("query_expenses_by_category", {}, id="query_expenses_by_category"),
+    pytest.param("search_expenses", {}, id="search_expenses"),
+    pytest.param("top_expenses", {}, id="top_expenses"),
+    pytest.param("spending_trend", {}, id="spending_trend"),
+    pytest.param("set_budget", {"amount": 100}, id="set_budget"),
+    pytest.param("delete_budget", {}, id="delete_budget"),
+    pytest.param("recategorize_expenses", {"expense_ids": [1]}, id="recategorize_expenses"),
+    pytest.param("rename_category", {"new_name": "Eating out"}, id="rename_category"),
+    pytest.param("delete_category", {}, id="delete_category"),
+    pytest.param("delete_category", {"name": "Gifts"}, id="delete_category.move_to"),
+    pytest.param("merge_categories", {"target": "Gifts"}, id="merge_categories.source"),
+    pytest.param("merge_categories", {"source": "Gifts"}, id="merge_categories.target"),
 ]
+
+
+def _category_call(seeded: Seeded, tool: str, others: dict[str, Any], name: str) -> dict[str, Any]:
+    """A call to ``tool`` whose one unknown category is ``name``, in whichever argument is left open."""
+    slot = next((a for a in _CATEGORY_SLOTS_OF.get(tool, ()) if a not in others), "category")
+    return _call(seeded, tool, others, **{slot: name})
+
+
+_CATEGORY_SLOTS_OF = {
+    "rename_category": ("name",),
+    "delete_category": ("name", "move_to"),
+    "merge_categories": ("source", "target"),
+}
 
 
 @pytest.mark.parametrize(("tool", "others"), CATEGORY_SLOTS)
 async def test_an_unknown_category_is_refused_with_the_closest_existing_names(
     seeded: Seeded, tool: str, others: dict[str, Any]
 ) -> None:
-    message = await seeded.refuse(tool, **_call(seeded, tool, others, category="Fod"))
+    message = await seeded.refuse(tool, **_category_call(seeded, tool, others, "Fod"))
     assert "no category 'Fod'; did you mean Food?" in message
     assert "Rent" not in message  # only the close ones
     assert "create_category" in message
@@ -489,7 +523,7 @@ async def test_an_unknown_category_is_refused_with_the_closest_existing_names(
 async def test_an_unknown_category_with_no_close_match_lists_the_known_ones(
     seeded: Seeded, tool: str, others: dict[str, Any]
 ) -> None:
-    message = await seeded.refuse(tool, **_call(seeded, tool, others, category="Holidays"))
+    message = await seeded.refuse(tool, **_category_call(seeded, tool, others, "Holidays"))
     assert "no category 'Holidays'; known: Food, Fuel, Gifts, Rent" in message
 
 
@@ -634,6 +668,11 @@ PAGED_TOOLS = [
     pytest.param("list_categories", {}, id="list_categories"),
     pytest.param("query_expenses_by_category", {"category": "Fuel"}, id="query_expenses_by_category"),
     pytest.param("summarize_spending", PERIOD, id="summarize_spending"),
+    pytest.param("search_expenses", {}, id="search_expenses"),
+    pytest.param("top_expenses", PERIOD, id="top_expenses"),
+    pytest.param("compare_periods", PERIOD, id="compare_periods"),
+    pytest.param("budget_status", {}, id="budget_status"),
+    pytest.param("list_changes", {}, id="list_changes"),
 ]
 
 
@@ -786,3 +825,143 @@ async def test_summarize_refuses_an_unknown_grouping_listing_the_choices(seeded:
     message = await seeded.refuse("summarize_spending", group_by=group_by, **PERIOD)
     assert "group_by" in message
     assert "'category', 'month', 'week', 'day' or 'merchant'" in message
+
+
+# --- months, periods, keys, id lists ----------------------------------------------------------------------
+
+BAD_MONTHS = [
+    pytest.param("2026-13", "2026-13 is not a month", id="month-13"),
+    pytest.param("2026-00", "2026-00 is not a month", id="month-0"),
+    pytest.param("2026-1", "expected a month written YYYY-MM", id="unpadded"),
+    pytest.param("26-01", "expected a month written YYYY-MM", id="two-digit-year"),
+    pytest.param("2026-01-01", "expected a month written YYYY-MM", id="a-date"),
+    pytest.param("March", "expected a month written YYYY-MM", id="a-name"),
+    pytest.param(202601, "expected a month written YYYY-MM", id="number"),
+    pytest.param("0999-01", "out of range", id="year-999"),
+]
+MONTH_SLOTS = [
+    pytest.param("set_budget", "month", {"category": "Food", "amount": 100}, id="set_budget.month"),
+    pytest.param("set_budget", "through_month", {"category": "Food", "amount": 100}, id="set_budget.through_month"),
+    pytest.param("delete_budget", "month", {"category": "Food"}, id="delete_budget.month"),
+    pytest.param("budget_status", "month", {}, id="budget_status.month"),
+    pytest.param("spending_trend", "end_month", {}, id="spending_trend.end_month"),
+]
+
+
+@pytest.mark.parametrize(("value", "phrase"), BAD_MONTHS)
+@pytest.mark.parametrize(("tool", "field", "others"), MONTH_SLOTS)
+async def test_every_tool_refuses_a_month_that_is_not_a_real_yyyy_mm_month(
+    seeded: Seeded, tool: str, field: str, others: dict[str, Any], value: Any, phrase: str
+) -> None:
+    message = await seeded.refuse(tool, **others, **{field: value})
+    assert field in message
+    assert phrase in message
+
+
+PERIOD_TOOLS = [
+    pytest.param("summarize_spending", {}, id="summarize_spending"),
+    pytest.param("query_expenses_by_category", {"category": "Food"}, id="query_expenses_by_category"),
+    pytest.param("search_expenses", {}, id="search_expenses"),
+    pytest.param("top_expenses", {}, id="top_expenses"),
+    pytest.param("compare_periods", {}, id="compare_periods"),
+]
+
+
+@pytest.mark.parametrize(("tool", "others"), PERIOD_TOOLS)
+async def test_an_unknown_period_name_is_refused_listing_the_known_ones(
+    seeded: Seeded, tool: str, others: dict[str, Any]
+) -> None:
+    message = await seeded.refuse(tool, period="last_week", **others)
+    assert "period" in message
+    assert "this_month" in message and "year_to_date" in message
+
+
+@pytest.mark.parametrize(("tool", "others"), PERIOD_TOOLS)
+async def test_a_period_together_with_dates_is_refused(seeded: Seeded, tool: str, others: dict[str, Any]) -> None:
+    message = await seeded.refuse(tool, period="this_month", start_date="2026-01-01", **others)
+    assert "either period or start_date/end_date" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "phrase"),
+    [
+        pytest.param("", "at least 1 character", id="empty"),
+        pytest.param("has space", "pattern", id="space"),
+        pytest.param("tab\tkey", "pattern", id="tab"),
+        pytest.param("ключ", "pattern", id="non-ascii"),
+        pytest.param("k" * 101, "at most 100 characters", id="too-long"),
+        pytest.param(42, "valid string", id="number"),
+    ],
+)
+async def test_an_idempotency_key_must_be_printable_ascii_without_spaces(seeded: Seeded, key: Any, phrase: str) -> None:
+    message = await seeded.refuse("create_expense", **_expense_args(idempotency_key=key))
+    assert "idempotency_key" in message
+    assert phrase in message
+
+
+@pytest.mark.parametrize(
+    ("ids", "phrase"),
+    [
+        pytest.param([], "at least 1 item", id="empty"),
+        pytest.param(list(range(1, 502)), "at most 500 items", id="too-many"),
+        pytest.param([0], "greater than or equal to 1", id="zero"),
+        pytest.param([True], "not a boolean", id="boolean"),
+        pytest.param("1,2", "valid list", id="a-string"),
+    ],
+)
+async def test_recategorize_refuses_an_id_list_that_is_empty_too_long_or_not_ids(
+    seeded: Seeded, ids: Any, phrase: str
+) -> None:
+    message = await seeded.refuse("recategorize_expenses", expense_ids=ids, category="Food")
+    assert "expense_ids" in message
+    assert phrase in message
+
+
+@pytest.mark.parametrize("change_id", [0, -1, 2**31, True, "one"])
+async def test_undo_refuses_a_change_id_that_is_not_a_positive_32_bit_integer(seeded: Seeded, change_id: Any) -> None:
+    message = await seeded.refuse("undo_change", change_id=change_id)
+    assert "change_id" in message
+
+
+async def test_undo_of_an_unknown_change_points_to_list_changes(seeded: Seeded) -> None:
+    message = await seeded.refuse("undo_change", change_id=999_999)
+    assert "no change with id 999999; list_changes shows the recent ones" in message
+
+
+@pytest.mark.parametrize(
+    ("arguments", "phrase"),
+    [
+        pytest.param({"through_month": "2026-01", "month": "2026-03"}, "is before month", id="reversed"),
+        pytest.param({"through_month": "2026-05", "ongoing": True}, "not both", id="range-and-ongoing"),
+        pytest.param({"month": "2026-01", "through_month": "2036-01"}, "at most 120 months", id="too-long"),
+        pytest.param({"amount": "10.001"}, "too many decimals", id="too-precise"),
+        pytest.param({"amount": "10.5", "currency": "JPY"}, "JPY allows no decimals", id="yen-decimals"),
+        pytest.param({"amount": 0}, "greater than 0", id="zero"),
+    ],
+)
+async def test_set_budget_refuses_impossible_spans_and_amounts(
+    seeded: Seeded, arguments: dict[str, Any], phrase: str
+) -> None:
+    message = await seeded.refuse("set_budget", **({"category": "Food", "amount": 100} | arguments))
+    assert phrase in message
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "phrase"),
+    [
+        pytest.param("spending_trend", {"months": 0}, "greater than or equal to 1", id="trend-zero-months"),
+        pytest.param("spending_trend", {"months": 121}, "less than or equal to 120", id="trend-too-many-months"),
+        pytest.param("top_expenses", {"limit": 101}, "less than or equal to 100", id="top-limit"),
+        pytest.param("search_expenses", {"min_amount": 50, "max_amount": 5}, "swap them", id="min-above-max"),
+        pytest.param("merge_categories", {"source": "Food", "target": "food"}, "the same category", id="merge-self"),
+        pytest.param("delete_category", {"name": "Food", "move_to": "FOOD"}, "being deleted", id="move-to-self"),
+        pytest.param("rename_category", {"name": "Food", "new_name": "Rent"}, "merge_categories", id="rename-onto"),
+        pytest.param("delete_category", {"name": "Food"}, "move_to", id="delete-non-empty"),
+        pytest.param("delete_budget", {"category": "Food"}, "has no budget", id="delete-missing-budget"),
+    ],
+)
+async def test_reports_and_category_tools_refuse_calls_that_cannot_work(
+    seeded: Seeded, tool: str, arguments: dict[str, Any], phrase: str
+) -> None:
+    message = await seeded.refuse(tool, **arguments)
+    assert phrase in message
