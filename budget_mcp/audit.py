@@ -150,8 +150,10 @@ def revert(session: Session, change: Change, items: Sequence[Item]) -> list[Item
         with session.begin_nested():
             entity = None
             for item in reversed(items):
-                if entity is not None and item.entity != entity:
-                    session.flush()  # rows of one kind depend on rows of another: keep the order
+                if entity is not None and (item.entity != entity or entity != "expense"):
+                    # Keep the order: rows of one kind depend on rows of another, and budgets and categories
+                    # have unique keys a later row may hold until it is put back (expenses are batched).
+                    session.flush()
                 entity = item.entity
                 model = ENTITIES[item.entity]
                 row = rows.get((item.entity, item.entity_id))

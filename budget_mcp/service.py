@@ -324,8 +324,8 @@ def recategorize_expenses(
     for expense in moving:
         before = audit.snapshot(expense)
         expense.category_id = target.id
-        session.flush()
         items.append(audit.updated(before, expense))
+    session.flush()
     change = None
     if items:
         change = audit.record(
@@ -451,7 +451,8 @@ def _remove_category(
         session,
         source.user_id,
         tool,
-        f"removed category {source.name!r}{into}: {moved_expenses} expense(s) and {len(moved)} budget span(s) moved",
+        f"{'merged' if target is not None else 'deleted'} category {source.name!r}{into}: "
+        f"{moved_expenses} expense(s) and {len(moved)} budget span(s) moved",
         items,
     )
     return CategoryRemoved(
