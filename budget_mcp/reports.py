@@ -157,7 +157,10 @@ def budget_status(
                 pace=pace,
             )
         )
-    unbudgeted = [s for s in spending if (s.category_id, s.currency) not in covered]
+    unbudgeted = sorted(  # per currency, largest first (amounts in different currencies do not compare)
+        (s for s in spending if (s.category_id, s.currency) not in covered),
+        key=lambda s: (s.currency, -s.total_minor, s.name),
+    )
     by_currency: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for s in spending:
         by_currency[s.currency][0] += s.count

@@ -409,7 +409,7 @@ class BudgetStatus(BaseModel):
     totals: list[BudgetTotal] = Field(description="All budgets of the month per currency.")
     spending: list[CurrencyTotal] = Field(description="All spending in the month, budgeted or not, per currency.")
     unbudgeted: list[UnbudgetedSpending] = Field(
-        description="Spending not covered by a budget (no budget, or another currency), largest first, at most 20."
+        description="Spending no budget covers (no budget, or another currency), per currency largest first; max 20."
     )
     unbudgeted_count: int
     next_cursor: str | None = Field(description="Null when every budget is listed; else pass it as cursor.")

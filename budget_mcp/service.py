@@ -608,7 +608,7 @@ def delete_budget(
     if not replaced:
         raise NotFound(
             f"category {found.name!r} has no budget in {first}"
-            + (f" to {last}" if last else " or later")
+            + ("" if last == first else f" to {last}" if last else " or later")
             + "; budget_status shows a month's budgets"
         )
     change = audit.record(
