@@ -138,13 +138,14 @@ def revert(session: Session, change: Change, items: Sequence[Item]) -> list[Item
         row = rows.get((item.entity, item.entity_id))
         now = snapshot(row) if row is not None else None
         if now != item.after:
-            later = _later_change(session, change, item)
+            later = _later_change(session, change, item, now)
             what = f"{item.entity} {item.entity_id}"
             by = f" by change {later.id} ({later.tool})" if later is not None else ""
             raise Conflict(
                 f"cannot undo change {change.id}: {what} was changed again later{by}; "
                 + (f"undo change {later.id} first" if later is not None else "nothing was changed")
             )
+    _check_categories_exist(session, change, items)
     inverse: list[Item] = []
     try:
         with session.begin_nested():
@@ -177,19 +178,40 @@ def revert(session: Session, change: Change, items: Sequence[Item]) -> list[Item
     return inverse
 
 
-def _later_change(session: Session, change: Change, item: Item) -> Change | None:
-    return session.scalar(
-        select(Change)
+def _check_categories_exist(session: Session, change: Change, items: Sequence[Item]) -> None:
+    """Rows the undo puts back into a category need that category: name the change that removed it."""
+    restored = {i.entity_id for i in items if i.entity == "category" and i.before is not None}
+    needed = {
+        i.before["category_id"] for i in items if i.entity != "category" and i.before and "category_id" in i.before
+    } - restored
+    if not needed:
+        return
+    present = set(session.scalars(select(Category.id).where(Category.id.in_(needed))))
+    for missing in sorted(needed - present):
+        gone = last_change_of(session, change.user_id, "category", missing)
+        by = f" by change {gone.id} ({gone.tool}); undo change {gone.id} first" if gone is not None else ""
+        raise Conflict(f"cannot undo change {change.id}: the category it puts rows back into was removed{by}")
+
+
+def _later_change(session: Session, change: Change, item: Item, now: Snapshot | None) -> Change | None:
+    """The later change to undo first: the newest one (not undone, not itself an undo) that left the row
+    as it is now; failing that, the newest later change that is not undone."""
+    later = session.execute(
+        select(Change, ChangeItem.after)
         .join(ChangeItem, ChangeItem.change_id == Change.id)
         .where(
             Change.user_id == change.user_id,
             ChangeItem.entity == item.entity,
             ChangeItem.entity_id == item.entity_id,
             Change.id > change.id,
+            Change.undone_by_id.is_(None),
         )
         .order_by(Change.id.desc())
-        .limit(1)
-    )
+    ).all()
+    for candidate, after in later:
+        if candidate.undoes_id is None and after == now:
+            return candidate
+    return later[0][0] if later else None
 
 
 def _values(model: type[Base], data: Snapshot) -> dict[str, Any]:

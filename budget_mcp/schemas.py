@@ -330,8 +330,8 @@ DryRun = Annotated[bool, Field(description="True: report exactly what would chan
 class ChangeReceipt(BaseModel):
     """Where a change went in the audit log."""
 
-    change_id: int | None = Field(description="Its id in list_changes (undo_change reverts it); null on a dry run.")
-    dry_run: bool = Field(description="True: nothing was changed; this is what the call would do.")
+    change_id: int | None = Field(description="For undo_change; null on a dry run.")
+    dry_run: bool = Field(description="True: a preview; nothing was changed.")
 
 
 class BudgetSpan(BaseModel):
@@ -501,6 +501,12 @@ class SearchResult(BaseModel):
     count: int
     totals: list[CurrencyTotal]
     next_cursor: str | None
+
+
+class ExpenseDeleted(ChangeReceipt):
+    """What delete_expense removed (undo_change with change_id brings it back)."""
+
+    expense: Expense
 
 
 class Recategorized(ChangeReceipt):

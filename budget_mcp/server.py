@@ -46,6 +46,7 @@ from .schemas import (
     DryRun,
     Expense,
     ExpenseChanges,
+    ExpenseDeleted,
     ExpenseId,
     ExpenseIds,
     ExpensePage,
@@ -532,11 +533,15 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
     @server.tool(
         title="Delete an expense", annotations=_annotations(read_only=False, destructive=True, idempotent=True)
     )
-    def delete_expense(expense_id: ExpenseId, ctx: AppContext, dry_run: DryRun = False) -> Expense:
-        """Delete one expense and return what was deleted. Confirm with the user first; undo_change
-        (see list_changes) brings it back. To fix a mistake, prefer update_expense.
+    def delete_expense(expense_id: ExpenseId, ctx: AppContext, dry_run: DryRun = False) -> ExpenseDeleted:
+        """Delete one expense and return what was deleted. Confirm with the user first; undo_change with
+        the returned change_id brings it back. To fix a mistake, prefer update_expense.
         """
-        return _run(ctx, lambda session, caller: service.delete_expense(session, caller, expense_id), dry_run=dry_run)
+        return _run(
+            ctx,
+            lambda session, caller: service.delete_expense(session, caller, expense_id, dry_run=dry_run),
+            dry_run=dry_run,
+        )
 
     @server.tool(title="Move expenses to a category", annotations=write)
     def recategorize_expenses(

@@ -34,6 +34,7 @@ from .schemas import (
     ChangeOut,
     CurrencyTotal,
     ExpenseChanges,
+    ExpenseDeleted,
     ExpensePage,
     GroupBy,
     NewExpense,
@@ -275,7 +276,9 @@ def update_expense(session: Session, caller: Caller, expense_id: int, changes: E
             setattr(expense, name, None)
     session.flush()
     item = audit.updated(before, expense)
-    changed = sorted(k for k in item.after or {} if (item.before or {}).get(k) != (item.after or {}).get(k))
+    changed = sorted(
+        _FIELD_NAMES.get(k, k) for k in item.after or {} if (item.before or {}).get(k) != (item.after or {}).get(k)
+    )
     if changed:
         audit.record(
             session,
@@ -287,20 +290,23 @@ def update_expense(session: Session, caller: Caller, expense_id: int, changes: E
     return expense_out(expense, category.name)
 
 
-def delete_expense(session: Session, caller: Caller, expense_id: int) -> ExpenseOut:
+_FIELD_NAMES = {"amount_minor": "amount", "category_id": "category", "spent_on": "day"}
+
+
+def delete_expense(session: Session, caller: Caller, expense_id: int, *, dry_run: bool) -> ExpenseDeleted:
     expense = _require_expense(session, caller, expense_id)
     deleted = expense_out(expense, expense.category.name)
     before = audit.snapshot(expense)
     session.delete(expense)
     session.flush()
-    audit.record(
+    change = audit.record(
         session,
         expense.user_id,
         "delete_expense",
         f"deleted expense {expense_id}: {_describe(expense)} from {deleted.category}",
         [audit.deleted(before, Expense)],
     )
-    return deleted
+    return ExpenseDeleted(expense=deleted, **receipt(change, dry_run))
 
 
 def recategorize_expenses(

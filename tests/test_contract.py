@@ -155,7 +155,7 @@ async def test_a_misspelt_argument_is_refused_on_every_protocol_version(tmp_path
 
 
 # tools/list goes to the model with every request: a budget keeps it from growing unnoticed.
-TOOLS_LIST_BUDGET = 56_000  # bytes of JSON for every tool together (about 14k tokens)
+TOOLS_LIST_BUDGET = 58_000  # bytes of JSON for every tool together (about 14k tokens; 55.8k at 21 tools)
 TOOL_BUDGET = 6_000  # bytes for any one tool
 
 

@@ -183,8 +183,10 @@ async def test_delete_expense_removes_it_and_returns_what_was_deleted(client: Cl
     await seed_categories(client, "Food")
     created = await ok(client, "create_expense", amount=1, description="tea", category="Food")
     deleted = await ok(client, "delete_expense", expense_id=created["id"])
-    assert deleted == created
-    assert "was removed by change" in await fails(client, "get_expense", expense_id=created["id"])
+    assert deleted["expense"] == created
+    assert deleted["dry_run"] is False and deleted["change_id"] is not None
+    message = await fails(client, "get_expense", expense_id=created["id"])
+    assert f"was removed by change {deleted['change_id']} (delete_expense)" in message
     assert "was removed by change" in await fails(client, "delete_expense", expense_id=created["id"])
 
 
@@ -196,9 +198,7 @@ async def test_a_user_never_sees_or_changes_another_users_expenses(database_url:
         before = snapshot(db)
         for tool, extra in [("get_expense", {}), ("update_expense", {"amount": 1}), ("delete_expense", {})]:
             message = await fails(bob, tool, expense_id=mine["id"], **extra)
-            assert message.endswith(
-                f"no expense with id {mine['id']}; search_expenses finds expenses and their ids"
-            )
+            assert message.endswith(f"no expense with id {mine['id']}; search_expenses finds expenses and their ids")
         assert "no category 'Food'" in await fails(bob, "query_expenses_by_category", category="Food")
         assert (await ok(bob, "list_categories"))["categories"] == []
         summary = await ok(bob, "summarize_spending", start_date="2000-01-01", end_date="2100-12-31")
