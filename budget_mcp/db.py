@@ -100,6 +100,8 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.close()
+        # SQLite's lower() knows only ASCII; searches fold case with Python's rules instead.
+        dbapi_connection.create_function("budget_lower", 1, _lower, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -108,6 +110,10 @@ def _sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value is not None else None
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -189,3 +195,21 @@ def _period_key_postgresql(element: _PeriodKey, compiler: SQLCompiler, **kw: Any
     if element.unit == "week":
         column = f"date_trunc('week', {column})"
     return f"to_char({column}, '{_PERIOD_FORMATS[element.unit][1]}')"
+
+
+class unicode_lower(FunctionElement[str]):
+    """lower() for every script, whatever the database's locale: "CAFÉ" and "café" compare equal."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(unicode_lower, "sqlite")
+def _unicode_lower_sqlite(element: unicode_lower, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"budget_lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(unicode_lower, "postgresql")
+def _unicode_lower_postgresql(element: unicode_lower, compiler: SQLCompiler, **kw: Any) -> str:
+    # ICU's root collation lowercases by Unicode rules even on a database created with LC_CTYPE=C.
+    return f'lower(({compiler.process(element.clauses, **kw)}) COLLATE "und-x-icu")'

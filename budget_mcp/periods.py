@@ -109,15 +109,15 @@ def resolve_range(
     today: date,
     *,
     default: str | None = None,
-    start_name: str = "start_date",
-    end_name: str = "end_date",
+    names: tuple[str, str, str] = ("period", "start_date", "end_date"),
 ) -> DateRange | None:
     """The range a call asks for: a named period, or explicit dates (either end may be open), or ``default``.
 
     Returns None for "no limit at all" (no dates, no period and no default).
     """
+    period_name, start_name, end_name = names
     if period is not None and (start is not None or end is not None):
-        raise InvalidInput(f"pass either period or {start_name}/{end_name}, not both")
+        raise InvalidInput(f"pass either {period_name} or {start_name}/{end_name}, not both")
     if period is not None:
         return named_period(period, today)
     if start is None and end is None:

@@ -3,8 +3,6 @@ search. Sums come from SQL; Python only lines them up (a few numbers per categor
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -42,6 +40,7 @@ from .service import (
     encode_cursor,
     expense_out,
     expenses_position,
+    fingerprint,
     offset_position,
     percent,
     period_used,
@@ -267,7 +266,7 @@ def compare_periods(
     if now.start is None or now.end is None:
         raise InvalidInput("the period to compare needs both start_date and end_date, or a named period")
     if any(part is not None for part in baseline):
-        then = caller.range(*baseline)
+        then = caller.range(*baseline, prefix="baseline_")
         if then.start is None or then.end is None:
             raise InvalidInput("the baseline needs both baseline_start_date and baseline_end_date, or baseline_period")
     else:
@@ -340,7 +339,7 @@ def top_expenses(
     if currency is None:  # the currency most of the period's spending is in (the default one on a tie)
         ranked = sorted(sums, key=lambda s: (-s.count, s.currency != caller.default_currency, s.currency))
         currency = ranked[0].currency if ranked else caller.default_currency
-    kind = f"top:{_fingerprint(used, category_id, currency)}"
+    kind = f"top:{fingerprint(used, category_id, currency)}"
     after = _top_position(cursor, kind) if cursor else None
     rows = (
         repo.top_expenses(
@@ -388,11 +387,6 @@ def _top_position(cursor: str, kind: str) -> tuple[int, int]:
     return position[0], position[1]
 
 
-def _fingerprint(*parts: object) -> str:
-    """A short digest of a query's filters, kept in its cursors so a cursor only continues its own query."""
-    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _bound(amount: Decimal, currency: str, rounding: str) -> int:
     return int(amount.scaleb(minor_digits(currency)).to_integral_value(rounding=rounding))
 
@@ -417,7 +411,7 @@ def search_expenses(
     currency = normalize_currency(currency) if currency is not None else None
     user_id = repo.find_user_id(session, caller.user)
     found = require_category(session, user_id, category) if category is not None else None
-    kind = "search:" + _fingerprint(text, found.id if found else None, merchant, currency, min_amount, max_amount, used)
+    kind = "search:" + fingerprint(text, found.id if found else None, merchant, currency, min_amount, max_amount, used)
     before = expenses_position(cursor, kind) if cursor else None
     if user_id is None:
         return SearchResult(period=period_used(used), expenses=[], count=0, totals=[], next_cursor=None)

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, se
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import day_key, month_key, week_key
+from .db import day_key, month_key, unicode_lower, week_key
 from .models import Budget, Category, Expense, User
 
 
@@ -432,17 +432,19 @@ class SearchFilter:
     def conditions(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = list(_in_period(self.start, self.end))
         if self.text is not None:
+            words = self.text.lower()
             found.append(
                 or_(
-                    Expense.description.icontains(self.text, autoescape=True),
-                    Expense.merchant.icontains(self.text, autoescape=True),
-                    Expense.notes.icontains(self.text, autoescape=True),
+                    *(
+                        unicode_lower(column).contains(words, autoescape=True)
+                        for column in (Expense.description, Expense.merchant, Expense.notes)
+                    )
                 )
             )
         if self.category_id is not None:
             found.append(Expense.category_id == self.category_id)
         if self.merchant is not None:
-            found.append(func.lower(Expense.merchant) == self.merchant.lower())
+            found.append(unicode_lower(Expense.merchant) == self.merchant.lower())
         if self.currency is not None:
             found.append(Expense.currency == self.currency)
         for bounds, above in ((self.min_minor, True), (self.max_minor, False)):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,9 +68,25 @@ class Caller:
         """Today in the user's time zone (the clock is injectable, so tests can fix it)."""
         return self.clock().astimezone(self.timezone).date()
 
-    def range(self, start: date | None, end: date | None, period: str | None, default: str | None = None) -> DateRange:
-        """The days a call asks for: a named period, explicit dates, ``default`` or no limit."""
-        found = resolve_range(start, end, period, self.today(), default=default)
+    def range(
+        self,
+        start: date | None,
+        end: date | None,
+        period: str | None,
+        default: str | None = None,
+        *,
+        prefix: str = "",
+    ) -> DateRange:
+        """The days a call asks for: a named period, explicit dates, ``default`` or no limit.
+        ``prefix`` names the arguments in messages ("baseline_" for baseline_start_date, ...)."""
+        found = resolve_range(
+            start,
+            end,
+            period,
+            self.today(),
+            default=default,
+            names=(f"{prefix}period", f"{prefix}start_date", f"{prefix}end_date"),
+        )
         return found if found is not None else DateRange(None, None)
 
 
@@ -702,9 +719,10 @@ def query_expenses_by_category(
     cursor: str | None,
 ) -> ExpensePage:
     days = caller.range(start, end, period)
-    position = _expenses_position(cursor) if cursor else None
     user_id = repo.find_user_id(session, caller.user)
     found = require_category(session, user_id, category)
+    kind = "expenses:" + fingerprint(found.id, days.start, days.end)
+    position = expenses_position(cursor, kind) if cursor else None
     rows = repo.expenses_in_category(
         session, found.user_id, found.id, start=days.start, end=days.end, before=position, limit=limit + 1
     )
@@ -720,7 +738,7 @@ def query_expenses_by_category(
         count=sum(s.count for s in sums),
         totals=totals(sums),
         next_cursor=(
-            encode_cursor("expenses", [last.spent_on.isoformat(), last.id])
+            encode_cursor(kind, [last.spent_on.isoformat(), last.id])
             if last is not None and len(rows) > limit
             else None
         ),
@@ -742,7 +760,8 @@ def summarize_spending(
     if days.start is None or days.end is None:
         raise InvalidInput("give both start_date and end_date, or a period such as this_month")
     start, end = days.start, days.end
-    offset = _summary_position(cursor, group_by) if cursor else 0
+    kind = f"summary:{group_by}:" + fingerprint(start, end)
+    offset = offset_position(cursor, kind) if cursor else 0
     user_id = repo.find_user_id(session, caller.user)
     if user_id is None:
         return SpendingSummary(
@@ -779,7 +798,7 @@ def summarize_spending(
         totals=totals(sums),
         count=sum(s.count for s in sums),
         group_count=group_count,
-        next_cursor=(encode_cursor(f"summary:{group_by}", offset + limit) if offset + limit < group_count else None),
+        next_cursor=(encode_cursor(kind, offset + limit) if offset + limit < group_count else None),
     )
 
 
@@ -788,6 +807,11 @@ def percent(part: int, whole: int) -> str:
 
 
 # --- cursors: opaque to callers, checked on the way back in ---------------------------------------------
+
+
+def fingerprint(*parts: object) -> str:
+    """A short digest of a query's filters, kept in its cursors so a cursor only continues its own query."""
+    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def encode_cursor(kind: str, position: Any) -> str:
@@ -813,10 +837,6 @@ def _categories_position(cursor: str) -> str:
     return key
 
 
-def _expenses_position(cursor: str) -> tuple[date, int]:
-    return expenses_position(cursor, "expenses")
-
-
 def expenses_position(cursor: str, kind: str) -> tuple[date, int]:
     position = decode_cursor(cursor, kind)
     if not (isinstance(position, list) and len(position) == 2 and isinstance(position[0], str)):
@@ -839,13 +859,6 @@ def _id_position(cursor: str, kind: str) -> int:
 
 def offset_position(cursor: str, kind: str) -> int:
     offset = decode_cursor(cursor, kind)
-    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
-        raise bad_cursor()
-    return offset
-
-
-def _summary_position(cursor: str, group_by: str) -> int:
-    offset = decode_cursor(cursor, f"summary:{group_by}")
     if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
         raise bad_cursor()
     return offset
