@@ -106,8 +106,9 @@ def last_change_of(session: Session, user_id: int, entity: str, entity_id: int) 
     )
 
 
-def items_of(session: Session, change_id: int) -> list[Item]:
-    rows = session.scalars(select(ChangeItem).where(ChangeItem.change_id == change_id).order_by(ChangeItem.id))
+def items_of(session: Session, change_id: int, limit: int | None = None) -> list[Item]:
+    stmt = select(ChangeItem).where(ChangeItem.change_id == change_id).order_by(ChangeItem.id).limit(limit)
+    rows = session.scalars(stmt)
     return [Item(r.entity, r.entity_id, r.before, r.after) for r in rows]
 
 

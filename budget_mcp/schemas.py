@@ -6,7 +6,7 @@ import re
 import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -532,6 +532,15 @@ class CategoryRemoved(ChangeReceipt):
     )
 
 
+class ChangeDetail(BaseModel):
+    """One row a change touched, as stored before and after it (null: the row did not exist)."""
+
+    table: Literal["expense", "category", "budget"]
+    row_id: int
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
 class ChangeOut(BaseModel):
     """One entry of the audit log."""
 
@@ -542,6 +551,9 @@ class ChangeOut(BaseModel):
     rows: int = Field(description="How many rows it touched.")
     undoes: int | None = Field(description="The change this one undid, if it is an undo.")
     undone_by: int | None = Field(description="The change that undid this one, if any.")
+    details: list[ChangeDetail] | None = Field(
+        default=None, description="With details=true: the first rows it touched, before and after (amounts in cents)."
+    )
 
 
 class ChangeList(BaseModel):

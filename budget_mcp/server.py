@@ -461,11 +461,19 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         )
 
     @server.tool(title="Recent changes", annotations=read)
-    def list_changes(ctx: AppContext, limit: PageLimit = 20, cursor: Cursor | None = None) -> ChangeList:
+    def list_changes(
+        ctx: AppContext,
+        limit: PageLimit = 20,
+        cursor: Cursor | None = None,
+        details: Annotated[bool, Field(description="True: include each change's rows before and after.")] = False,
+    ) -> ChangeList:
         """The audit log, newest first: every change made through the tools, with what it did.
         undo_change reverts one by its id.
         """
-        return _run(ctx, lambda session, caller: service.list_changes(session, caller, limit=limit, cursor=cursor))
+        return _run(
+            ctx,
+            lambda session, caller: service.list_changes(session, caller, limit=limit, cursor=cursor, details=details),
+        )
 
 
 def _register_write_tools(server: MCPServer[AppState]) -> None:

@@ -31,6 +31,7 @@ from .schemas import (
     CategoryList,
     CategoryRemoved,
     CategoryRenamed,
+    ChangeDetail,
     ChangeList,
     ChangeOut,
     CurrencyTotal,
@@ -666,15 +667,27 @@ def _change_out(change: Change, rows: int) -> ChangeOut:
     )
 
 
-def list_changes(session: Session, caller: Caller, *, limit: int, cursor: str | None) -> ChangeList:
+CHANGE_DETAILS = 20  # rows shown per change with details=true
+
+
+def list_changes(
+    session: Session, caller: Caller, *, limit: int, cursor: str | None, details: bool = False
+) -> ChangeList:
     before = _id_position(cursor, "changes") if cursor else None
     user_id = repo.find_user_id(session, caller.user)
     if user_id is None:
         return ChangeList(changes=[], next_cursor=None)
     rows = audit.recent_changes(session, user_id, before_id=before, limit=limit + 1)
     page = rows[:limit]
+    changes = [_change_out(change, count) for change, count in page]
+    if details:
+        for out in changes:
+            out.details = [
+                ChangeDetail(table=i.entity, row_id=i.entity_id, before=i.before, after=i.after)  # type: ignore[arg-type]
+                for i in audit.items_of(session, out.id, limit=CHANGE_DETAILS)
+            ]
     return ChangeList(
-        changes=[_change_out(change, count) for change, count in page],
+        changes=changes,
         next_cursor=encode_cursor("changes", page[-1][0].id) if len(rows) > limit else None,
     )
 

@@ -170,6 +170,25 @@ async def test_every_change_is_listed_newest_first_with_its_tool_summary_and_row
     assert all(c["at"].endswith(("Z", "+00:00")) for c in log)
 
 
+async def test_list_changes_with_details_shows_each_row_before_and_after(client: Client) -> None:
+    await seed_categories(client, "Food", "Rent")
+    created = await ok(client, "create_expense", amount="12.30", description="lunch", category="Food")
+    await ok(client, "update_expense", expense_id=created["id"], amount="15")
+
+    plain = await ok(client, "list_changes", limit=2)
+    detailed = await ok(client, "list_changes", limit=2, details=True)
+
+    assert all(change.get("details") is None for change in plain["changes"])
+    update, create = detailed["changes"]
+    assert (
+        update["summary"] == f"changed amount of expense {created['id']} (15.00 USD 'lunch' on {created['spent_on']})"
+    )
+    [row] = update["details"]
+    assert (row["table"], row["row_id"]) == ("expense", created["id"])
+    assert (row["before"]["amount_minor"], row["after"]["amount_minor"]) == (1230, 1500)
+    assert create["details"][0]["before"] is None and create["details"][0]["after"]["description"] == "lunch"
+
+
 async def test_list_changes_pages_with_a_cursor(client: Client) -> None:
     await seed_categories(client, "a", "b", "c", "d", "e")
     pages: list[list[str]] = []
