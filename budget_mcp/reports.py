@@ -39,6 +39,7 @@ from .service import (
     decode_cursor,
     encode_cursor,
     expense_out,
+    expense_page,
     expenses_position,
     fingerprint,
     offset_position,
@@ -427,17 +428,12 @@ def search_expenses(
         end=used.end,
     )
     rows = repo.search(session, user_id, where, before=before, limit=limit + 1)
-    page = rows[:limit]
+    page, next_cursor = expense_page(rows, limit, kind)
     sums = repo.search_sums(session, user_id, where)
-    last = page[-1] if page else None
     return SearchResult(
         period=period_used(used),
-        expenses=[expense_out(e, e.category.name) for e in page],
+        expenses=page,
         count=sum(s.count for s in sums),
         totals=totals(sums),
-        next_cursor=(
-            encode_cursor(kind, [last.spent_on.isoformat(), last.id])
-            if last is not None and len(rows) > limit
-            else None
-        ),
+        next_cursor=next_cursor,
     )

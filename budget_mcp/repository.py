@@ -130,29 +130,6 @@ def _in_period(start: date | None, end: date | None) -> list[ColumnElement[bool]
     return conditions
 
 
-def expenses_in_category(
-    session: Session,
-    user_id: int,
-    category_id: int,
-    *,
-    start: date | None,
-    end: date | None,
-    before: tuple[date, int] | None,
-    limit: int,
-) -> Sequence[Expense]:
-    """Newest first (day, then id), starting after the keyset position ``before``; served by an index."""
-    stmt = (
-        select(Expense)
-        .where(Expense.user_id == user_id, Expense.category_id == category_id, *_in_period(start, end))
-        .order_by(Expense.spent_on.desc(), Expense.id.desc())
-        .limit(limit)
-    )
-    if before is not None:
-        day, expense_id = before
-        stmt = stmt.where(or_(Expense.spent_on < day, and_(Expense.spent_on == day, Expense.id < expense_id)))
-    return session.scalars(stmt).all()
-
-
 def sums_by_currency(
     session: Session,
     user_id: int,
@@ -162,15 +139,7 @@ def sums_by_currency(
     category_id: int | None = None,
 ) -> list[CurrencySum]:
     """Count and total of the matching expenses, one row per currency."""
-    stmt = (
-        select(Expense.currency, func.count(), func.sum(Expense.amount_minor))
-        .where(Expense.user_id == user_id, *_in_period(start, end))
-        .group_by(Expense.currency)
-        .order_by(Expense.currency)
-    )
-    if category_id is not None:
-        stmt = stmt.where(Expense.category_id == category_id)
-    return [CurrencySum(currency, count, int(total)) for currency, count, total in session.execute(stmt)]
+    return search_sums(session, user_id, SearchFilter(category_id=category_id, start=start, end=end))
 
 
 _PERIOD_KEYS = {"day": day_key, "week": week_key, "month": month_key}
@@ -461,6 +430,8 @@ class SearchFilter:
 def search(
     session: Session, user_id: int, where: SearchFilter, *, before: tuple[date, int] | None, limit: int
 ) -> Sequence[Expense]:
+    """Newest first (day, then id), starting after the keyset position ``before``; a category and
+    period filter is served by an index."""
     stmt = (
         select(Expense)
         .where(Expense.user_id == user_id, *where.conditions())

@@ -736,25 +736,30 @@ def query_expenses_by_category(
     found = require_category(session, user_id, category)
     kind = "expenses:" + fingerprint(found.id, days.start, days.end)
     position = expenses_position(cursor, kind) if cursor else None
-    rows = repo.expenses_in_category(
-        session, found.user_id, found.id, start=days.start, end=days.end, before=position, limit=limit + 1
-    )
-    page = rows[:limit]
-    sums = repo.sums_by_currency(session, found.user_id, start=days.start, end=days.end, category_id=found.id)
-    last = page[-1] if page else None
+    where = repo.SearchFilter(category_id=found.id, start=days.start, end=days.end)
+    rows = repo.search(session, found.user_id, where, before=position, limit=limit + 1)
+    page, next_cursor = expense_page(rows, limit, kind)
+    sums = repo.search_sums(session, found.user_id, where)
     return ExpensePage(
         category=found.name,
         start_date=days.start,
         end_date=days.end,
         period=days.period,
-        expenses=[expense_out(expense, found.name) for expense in page],
+        expenses=page,
         count=sum(s.count for s in sums),
         totals=totals(sums),
-        next_cursor=(
-            encode_cursor(kind, [last.spent_on.isoformat(), last.id])
-            if last is not None and len(rows) > limit
-            else None
-        ),
+        next_cursor=next_cursor,
+    )
+
+
+def expense_page(rows: Sequence[Expense], limit: int, kind: str) -> tuple[list[ExpenseOut], str | None]:
+    """The first ``limit`` of ``rows`` (fetched newest first, one extra) and the cursor to the rest."""
+    page = rows[:limit]
+    last = page[-1] if page else None
+    more = last is not None and len(rows) > limit
+    return (
+        [expense_out(e, e.category.name) for e in page],
+        encode_cursor(kind, [last.spent_on.isoformat(), last.id]) if more and last is not None else None,
     )
 
 
