@@ -14,7 +14,7 @@ from budget_mcp.db import Base
 from budget_mcp.server import build_server
 
 from conftest import make_settings
-from helpers import fails, ok, seed_categories, snapshot
+from helpers import LUNCH, fails, ok, seed_categories, snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -44,16 +44,7 @@ async def latest_change(client: Client) -> dict[str, Any]:
 async def seed_household(client: Client) -> dict[str, int]:
     """Three categories; expenses in two; budgets on all three (Rent holds no expense)."""
     await seed_categories(client, "Food", "Fun", "Rent")
-    lunch = await ok(
-        client,
-        "create_expense",
-        amount="12.30",
-        description="Lunch",
-        category="Food",
-        spent_on="2026-03-14",
-        merchant="Deli",
-        notes="with Sam",
-    )
+    lunch = await ok(client, "create_expense", **LUNCH)
     film = await ok(client, "create_expense", amount="9.50", description="Film", category="Fun", spent_on="2026-03-20")
     bus = await ok(client, "create_expense", amount="2.75", description="Bus", category="Fun", spent_on="2026-02-02")
     await ok(client, "set_budget", category="Food", amount=300, month="2026-01", through_month="2026-12")
