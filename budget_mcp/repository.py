@@ -275,13 +275,7 @@ def sums_by_category(session: Session, user_id: int, start: date, end: date) -> 
 
 def monthly_sums(session: Session, user_id: int, start: date, end: date, category_id: int | None) -> list[GroupSum]:
     """Spending per (month, currency) in a range, in month order; months without spending are absent."""
-    key = month_key(Expense.spent_on)
-    stmt = (
-        select(key, Expense.currency, func.count(), func.sum(Expense.amount_minor))
-        .where(Expense.user_id == user_id, *_in_period(start, end))
-        .group_by(key, Expense.currency)
-        .order_by(key, Expense.currency)
-    )
+    stmt = _grouped_sums(user_id, start, end, "month")
     if category_id is not None:
         stmt = stmt.where(Expense.category_id == category_id)
     return [GroupSum(k, currency, count, int(total)) for k, currency, count, total in session.execute(stmt)]
