@@ -73,9 +73,7 @@ WRITE_TOOLS = frozenset(
         "undo_change",
     }
 )
-DESTRUCTIVE_TOOLS = frozenset(
-    {"delete_expense", "merge_categories", "delete_category", "delete_budget", "undo_change"}
-)
+DESTRUCTIVE_TOOLS = frozenset({"delete_expense", "merge_categories", "delete_category", "delete_budget", "undo_change"})
 TOOLS = READ_TOOLS | WRITE_TOOLS
 
 
