@@ -63,7 +63,7 @@ def deleted(before: Snapshot, model: type[Base]) -> Item:
 
 def record(session: Session, user_id: int, tool: str, summary: str, items: Sequence[Item]) -> Change:
     """Write one audit entry for a change made in this transaction (rows left unchanged are not logged)."""
-    change = Change(user_id=user_id, tool=tool, summary=summary[:500])
+    change = Change(user_id=user_id, tool=tool, summary=summary[:500], request_key=_claim_request_key(session))
     session.add(change)
     session.flush()
     rows = [
@@ -74,6 +74,19 @@ def record(session: Session, user_id: int, tool: str, summary: str, items: Seque
     for start in range(0, len(rows), _CHUNK):
         session.execute(insert(ChangeItem), rows[start : start + _CHUNK])
     return change
+
+
+REQUEST_KEY = "budget_mcp.request_key"
+"""``session.info`` key: the tool call's request key, stored with the first change it writes."""
+
+
+def _claim_request_key(session: Session) -> str | None:
+    return session.info.pop(REQUEST_KEY, None)
+
+
+def request_committed(session: Session, request_key: str) -> bool:
+    """Whether the tool call with this key committed a change (asked after a COMMIT whose answer was lost)."""
+    return session.scalar(select(Change.id).where(Change.request_key == request_key)) is not None
 
 
 def find_change(session: Session, user_id: int, change_id: int) -> Change | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
-from .config import Settings
+from .config import Settings, env_var
 
 logger = logging.getLogger("budget_mcp")
 
@@ -23,14 +24,24 @@ DESCRIPTION = """\
 An MCP server that keeps and analyses your spending with exact money.
 With no command it serves MCP over stdio: what Claude Code, Claude Desktop and other clients launch.
 
+`budget-mcp serve --transport http` serves streamable HTTP (stateless, bearer tokens) instead.
+
 Settings come from the environment or a .env file (see .env.example):
   DATABASE_URL                 PostgreSQL/Neon URL or sqlite:////path; default: a per-user SQLite file
-  BUDGET_MCP_USER              whose budget this server keeps (default: your login name)
+  DATABASE_URL_UNPOOLED        direct URL for migrations (default: the -pooler host without -pooler)
+  BUDGET_MCP_USER              whose budget this server keeps (default: your login name; HTTP: per token)
   BUDGET_MCP_DEFAULT_CURRENCY  ISO 4217 code used when a call names none (default: USD)
   BUDGET_MCP_TIMEZONE          IANA zone that decides "today" (default: the machine's)
   BUDGET_MCP_LOG_LEVEL         DEBUG, INFO, WARNING (default), ERROR or CRITICAL; logs go to stderr
   BUDGET_MCP_READ_ONLY         true: offer no tool that changes data (default: false)
+  BUDGET_MCP_POOLED            true/false: DATABASE_URL is a transaction pooler (default: a -pooler host)
+  BUDGET_MCP_ALLOW_INSECURE_DATABASE  true: allow a remote PostgreSQL without TLS (default: false)
+  BUDGET_MCP_POOL_SIZE         database connections kept per process (default: 5)
+  BUDGET_MCP_STATEMENT_TIMEOUT seconds one SQL statement may run (default: 30)
+  BUDGET_MCP_DATABASE_WAIT     seconds to wait for a database that is down or waking up (default: 20)
 """
+
+LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class _MaskSecrets(logging.Filter):
@@ -71,11 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="read settings from this file (default: .env in the current directory, if present)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser("serve", help="serve MCP over stdio (the default when no command is given)")
+    serve = commands.add_parser(
+        "serve",
+        help="serve MCP over stdio (the default when no command is given) or streamable HTTP",
+        description="Serve MCP. stdio (the default) serves BUDGET_MCP_USER to the one client that started it. "
+        "http serves streamable HTTP in stateless mode, so any number of processes behind a load balancer can "
+        "share one PostgreSQL/Neon database; every request needs a bearer token (`budget-mcp token create`), "
+        "which decides whose data it sees.",
+    )
+    serve.add_argument("--transport", choices=["stdio", "http"], default="stdio", help="default: stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP: address to bind (default: 127.0.0.1, loopback)")
+    serve.add_argument("--port", type=int, default=8000, help="HTTP: port (default: 8000); the endpoint is /mcp")
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="HTTP: a Host header to accept (repeatable), e.g. budget.example.com; required when --host is not "
+        "loopback (protection against DNS rebinding stays on)",
+    )
     db = commands.add_parser("db", help="manage the database")
     db_commands = db.add_subparsers(dest="db_command", metavar="{upgrade}", required=True)
     db_commands.add_parser("upgrade", help="bring the database schema up to date (the server also does it on start)")
     commands.add_parser("info", help="show the settings in effect, with secrets masked")
+    commands.add_parser(
+        "doctor",
+        help="check the settings and the database connection, and say how to fix what is wrong",
+        description="Checks, with secrets masked: the settings in effect and where each came from, that the "
+        "database is reachable, TLS, server version, pooled or direct, migration state and round-trip latency. "
+        "Exits 1 when something needs fixing.",
+    )
+    token = commands.add_parser("token", help="manage the HTTP server's bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", metavar="{create,list,revoke}", required=True)
+    create = token_commands.add_parser("create", help="create a token for a user and print it (shown only once)")
+    create.add_argument("--user", required=True, help="whose data the token gives access to")
+    create.add_argument("--label", help="a note to recognise the token by, e.g. the client or machine")
+    token_commands.add_parser("list", help="list tokens (never the tokens themselves)")
+    revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("id", type=int, help="the token's id, from `budget-mcp token list`")
     return parser
 
 
@@ -94,26 +138,118 @@ def _load_settings(env_file: Path | None) -> Settings:
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
-    field = str(loc[0]) if loc else "settings"
-    return "DATABASE_URL" if field == "database_url" else f"BUDGET_MCP_{field.upper()}"
+    return env_var(str(loc[0])) if loc else "settings"
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .server import build_server  # importing the MCP SDK is slow; only serving needs it
 
-    logger.info("budget-mcp %s serving user %r on %s", __version__, settings.user, settings.redacted_url)
-    build_server(settings).run("stdio")
+    if getattr(args, "transport", "stdio") == "stdio":
+        logger.info("budget-mcp %s serving user %r on %s", __version__, settings.user, settings.redacted_url)
+        build_server(settings).run("stdio")
+        return 0
+    return _serve_http(settings, args)
+
+
+def _serve_http(settings: Settings, args: argparse.Namespace) -> int:
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from .server import build_server
+
+    host, port = args.host, args.port
+    if not 0 < port < 65536:
+        raise SystemExit(f"budget-mcp: --port {port}: use a port between 1 and 65535")
+    allowed = list(args.allowed_host)
+    if host not in LOOPBACK_BINDS and not allowed:
+        raise SystemExit(
+            f"budget-mcp: --host {host} is reachable from other machines; name the host names clients use "
+            "with --allowed-host (e.g. --allowed-host budget.example.com), so DNS-rebinding protection can "
+            "stay on"
+        )
+    if host in LOOPBACK_BINDS:
+        allowed += ["127.0.0.1", "localhost", "[::1]"]
+    hosts = sorted({pattern for name in allowed for pattern in _host_patterns(name)})
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
+    )
+    display_host = f"[{host}]" if ":" in host else host
+    url = f"http://{display_host}:{port}"
+    logger.info("budget-mcp %s serving %s/mcp on %s", __version__, url, settings.redacted_url)
+    server = build_server(settings, token_auth_url=url)
+    server.run("streamable-http", host=host, port=port, stateless_http=True, transport_security=security)
     return 0
 
 
-def _db_upgrade(settings: Settings) -> int:
-    from .db import make_engine, upgrade_schema  # imported when needed: keeps --help and --version quick
+def _host_patterns(name: str) -> list[str]:
+    """Host header values to accept for ``name``: as given if it names a port, else with any port or none."""
+    has_port = name.rsplit("]", 1)[-1].count(":") == 1 if name.startswith("[") else name.count(":") == 1
+    return [name] if has_port else [name, f"{name}:*"]
 
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from . import tokens
+    from .db import make_engine, make_session_factory
+    from .errors import BudgetError
+    from .transactions import migrate  # the schema must hold the tokens table
+
+    migrate(settings)
     engine = make_engine(settings.url)
     try:
-        upgrade_schema(engine)
+        with make_session_factory(engine).begin() as session:
+            if args.token_command == "create":
+                token, info = tokens.create_token(session, args.user, args.label)
+            elif args.token_command == "revoke":
+                info = tokens.revoke_token(session, args.id)
+            else:
+                rows = tokens.list_tokens(session)
+    except BudgetError as error:
+        raise SystemExit(f"budget-mcp: {error}") from None
     finally:
         engine.dispose()
+    if args.token_command == "create":
+        print(token)
+        print(
+            f"token {info.id} for user {info.user!r}; it is shown only this once. Clients send it as the header "
+            "`Authorization: Bearer <token>`.",
+            file=sys.stderr,
+        )
+    elif args.token_command == "revoke":
+        print(f"token {info.id} of user {info.user!r} is revoked")
+    else:
+        if not rows:
+            print("no tokens; create one with `budget-mcp token create --user NAME`")
+        for row in rows:
+            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}Z" if row.revoked_at else "active"
+            print(f"{row.id:>4}  {row.user:<20}  {row.created_at:%Y-%m-%d %H:%M}Z  {state:<24}  {row.label or ''}")
+    return 0
+
+
+def _doctor(settings: Settings, env_file: Path | None) -> int:
+    from .doctor import run_doctor
+
+    return run_doctor(settings, setting_sources(env_file), sys.stdout)
+
+
+def setting_sources(env_file: Path | None) -> dict[str, str]:
+    """Where each setting's value came from: the environment, the .env file, or the default."""
+    from dotenv import dotenv_values
+
+    path = env_file if env_file is not None else Path(".env")
+    in_file = {k.upper() for k in dotenv_values(path)} if path.is_file() else set()
+    environment = {k.upper() for k in os.environ}
+    sources = {}
+    for field in Settings.model_fields:
+        name = env_var(field)
+        sources[name] = "environment" if name in environment else str(path) if name in in_file else "default"
+    return sources
+
+
+def _db_upgrade(settings: Settings) -> int:
+    from .transactions import migrate  # imported when needed: keeps --help and --version quick
+
+    migrate(settings)
     print(f"database schema is up to date: {settings.redacted_url}")
     return 0
 
@@ -152,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db_upgrade(settings)
         if args.command == "info":
             return _info(settings)
-        return _serve(settings)
+        if args.command == "doctor":
+            return _doctor(settings, args.env_file)
+        if args.command == "token":
+            return _token(settings, args)
+        return _serve(settings, args)
     except (SQLAlchemyError, ExceptionGroup) as raised:
         # Serving, the SDK's task group hands a failed start-up (the lifespan) over inside a group.
         error = _database_error(raised)

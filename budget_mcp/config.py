@@ -10,7 +10,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from platformdirs import user_data_path
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -22,6 +22,14 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 # Query parameters that may carry a secret in a libpq/SQLAlchemy URL.
 _SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
+# libpq sslmode values that never fall back to plaintext.
+TLS_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def env_var(field: str) -> str:
+    """The environment variable that sets a Settings field (DATABASE_URL, BUDGET_MCP_USER, ...)."""
+    return field.upper() if field.startswith("database_url") else f"BUDGET_MCP_{field.upper()}"
 
 
 def default_database_path() -> Path:
@@ -59,18 +67,54 @@ class Settings(BaseSettings):
     timezone: str | None = Field(default=None, description="IANA zone for 'today'; empty: the machine's.")
     log_level: LogLevel = "WARNING"
     read_only: bool = Field(default=False, description="true: offer no tool that changes data.")
+    database_url_unpooled: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("database_url_unpooled", "DATABASE_URL_UNPOOLED"),
+        description="Direct (not pooled) URL of the same database, used for schema migrations.",
+    )
+    pooled: bool | None = Field(
+        default=None, description="The URL goes through a transaction pooler (PgBouncer); empty: a -pooler host."
+    )
+    allow_insecure_database: bool = Field(
+        default=False, description="true: allow a remote PostgreSQL URL without sslmode=require."
+    )
+    pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept per server process.")
+    statement_timeout: float = Field(default=30, gt=0, le=3600, description="Seconds one SQL statement may run.")
+    database_wait: float = Field(
+        default=20, ge=0, le=600, description="Seconds a call waits for an unavailable database before failing."
+    )
 
     @field_validator("database_url", mode="before")
     @classmethod
     def _empty_url_means_default(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_url_unpooled")
     @classmethod
     def _url_is_supported(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             normalize_database_url(value.get_secret_value())
         return value
+
+    @field_validator("pooled", mode="before")
+    @classmethod
+    def _empty_means_auto(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _remote_databases_use_tls(self) -> Settings:
+        if self.allow_insecure_database:
+            return self
+        for name, url in (("DATABASE_URL", self.url), ("DATABASE_URL_UNPOOLED", self.migration_url)):
+            if not uses_tls_or_loopback(url):
+                raise ValueError(
+                    f"{name} points at {url.host} without TLS, so your password and data would cross the "
+                    "network in the clear; add ?sslmode=require (or verify-full) to the URL, or set "
+                    "BUDGET_MCP_ALLOW_INSECURE_DATABASE=true if that network is trusted"
+                )
+        if self.database_url_unpooled is not None and self.url.get_backend_name() != "postgresql":
+            raise ValueError("DATABASE_URL_UNPOOLED is only used with a PostgreSQL DATABASE_URL")
+        return self
 
     @field_validator("user", mode="before")
     @classmethod
@@ -122,6 +166,25 @@ class Settings(BaseSettings):
         """The database URL with every secret masked: the only form of it that may be logged or shown."""
         return redact_url(self.url)
 
+    @property
+    def is_pooled(self) -> bool:
+        """Whether DATABASE_URL goes through a transaction pooler (Neon's ``-pooler`` hosts do)."""
+        if self.url.get_backend_name() != "postgresql":
+            return False
+        return self.pooled if self.pooled is not None else is_neon_pooler_host(self.url.host)
+
+    @property
+    def migration_url(self) -> URL:
+        """Where schema migrations run: DATABASE_URL_UNPOOLED; else, for a Neon ``-pooler`` host, the same
+        host without ``-pooler`` (Neon's direct endpoint); else DATABASE_URL itself."""
+        if self.database_url_unpooled is not None:
+            return normalize_database_url(self.database_url_unpooled.get_secret_value())
+        url = self.url
+        if self.pooled is not False and is_neon_pooler_host(url.host):
+            assert url.host is not None
+            return url.set(host=url.host.replace("-pooler.", ".", 1))
+        return url
+
     def tz(self) -> tzinfo:
         """The zone that decides what "today" is."""
         if self.timezone:
@@ -155,6 +218,27 @@ def normalize_database_url(raw: str) -> URL:
             raise ValueError("DATABASE_URL must name a SQLite file; an in-memory database would lose your data")
         return url.set(drivername="sqlite+pysqlite", database=str(Path(url.database).expanduser().resolve()))
     raise ValueError(f"DATABASE_URL scheme {backend!r} is not supported; use postgresql:// or sqlite:///")
+
+
+def is_neon_pooler_host(host: str | None) -> bool:
+    """Neon names a pooled endpoint ``ep-name-123-pooler.region.aws.neon.tech``."""
+    first_label = (host or "").split(".", 1)[0]
+    return first_label.endswith("-pooler")
+
+
+def is_loopback(url: URL) -> bool:
+    """The URL's server is on this machine (a loopback address or a Unix socket)."""
+    host = url.host or url.query.get("host") or ""
+    if isinstance(host, tuple):  # several hosts given as repeated query parameters
+        return all(h.startswith("/") or h in LOOPBACK_HOSTS or h.startswith("127.") for h in host)
+    return not host or host.startswith("/") or host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def uses_tls_or_loopback(url: URL) -> bool:
+    """A PostgreSQL URL is safe to use when it stays on this machine or insists on TLS."""
+    if url.get_backend_name() != "postgresql" or is_loopback(url):
+        return True
+    return url.query.get("sslmode") in TLS_SSLMODES
 
 
 def redact_url(url: URL | str) -> str:

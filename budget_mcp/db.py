@@ -6,9 +6,10 @@ This is the one module that knows how SQLite and PostgreSQL differ at the connec
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from alembic import command
 from alembic.config import Config
@@ -16,11 +17,13 @@ from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from . import __version__
+from .config import Settings, is_neon_pooler_host
 
 logger = logging.getLogger(__name__)
 
@@ -64,25 +67,98 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
 
 
-def make_engine(url: URL) -> Engine:
-    """An engine with the pool and connection settings that suit the kind of database ``url`` names."""
+Profile = Literal["sqlite", "postgresql", "pooled"]
+
+# Any constant would do; it names the lock that lets one server at a time migrate a database.
+MIGRATION_LOCK_ID = 0x62756467  # "budg"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to connect, beyond the URL. ``pooled``: the URL goes through a transaction pooler (PgBouncer),
+    so no connection may carry session state; ``None`` decides from the host (Neon's ``-pooler``)."""
+
+    pooled: bool | None = None
+    pool_size: int = 5
+    statement_timeout: float = 30.0
+    connect_timeout: int = 10
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineOptions:
+        return cls(
+            pooled=settings.is_pooled,
+            pool_size=settings.pool_size,
+            statement_timeout=settings.statement_timeout,
+        )
+
+
+def engine_profile(url: URL, options: EngineOptions | None = None) -> Profile:
+    """Which engine settings ``url`` gets: an embedded file, a direct PostgreSQL, or a pooled endpoint."""
+    if url.get_backend_name() == "sqlite":
+        return "sqlite"
+    pooled = options.pooled if options is not None and options.pooled is not None else None
+    if pooled is None:
+        pooled = is_neon_pooler_host(url.host)
+    return "pooled" if pooled else "postgresql"
+
+
+def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
+    """An engine with the pool and connection settings that suit the kind of database ``url`` names.
+
+    PostgreSQL, direct or pooled, gets the same discipline, so code tested on one runs on the other:
+    a small QueuePool checked before each use (``pool_pre_ping``) and recycled under Neon's five-minute
+    idle suspend, short connect and pool timeouts, TCP keepalives and an ``application_name``; no
+    ``options`` startup parameter (PgBouncer refuses it) and no session state at all: the statement
+    timeout is ``SET LOCAL`` inside each transaction.
+    """
+    options = options or EngineOptions()
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    return create_engine(
+    profile = engine_profile(url, options)
+    engine = create_engine(
         url,
-        pool_size=5,
-        max_overflow=5,
+        pool_size=options.pool_size,
+        max_overflow=options.pool_size,
         pool_timeout=10,
         pool_pre_ping=True,
         pool_recycle=240,  # under Neon's five-minute idle suspend
-        pool_use_lifo=True,
-        connect_args={
-            "connect_timeout": 10,
-            "application_name": f"budget-mcp/{__version__}",
-            "keepalives": 1,
-            "keepalives_idle": 30,
-        },
+        pool_use_lifo=True,  # idle connections beyond what the load needs age out instead of being kept warm
+        connect_args=_postgresql_connect_args(options),
     )
+    timeout_ms = max(1, round(options.statement_timeout * 1000))
+
+    @event.listens_for(engine, "begin")
+    def _statement_timeout(connection: Any) -> None:
+        # Lasts until this transaction ends, so it cannot leak to another client of a pooled connection.
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+
+    logger.debug("engine profile %s, pool size %d", profile, options.pool_size)
+    return engine
+
+
+def _postgresql_connect_args(options: EngineOptions) -> dict[str, Any]:
+    return {
+        "connect_timeout": options.connect_timeout,
+        "application_name": f"budget-mcp/{__version__}",
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+
+
+def make_migration_engine(url: URL) -> Engine:
+    """An engine for one schema upgrade: no pool (it runs once), a lock timeout so a stuck lock fails
+    the start instead of hanging it. Point it at the direct endpoint: DDL does not belong on a pooler."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    engine = create_engine(url, poolclass=NullPool, connect_args=_postgresql_connect_args(EngineOptions()))
+
+    @event.listens_for(engine, "begin")
+    def _lock_timeout(connection: Any) -> None:
+        connection.exec_driver_sql("SET LOCAL lock_timeout = '60s'")
+
+    return engine
 
 
 def _sqlite_engine(url: URL) -> Engine:
@@ -121,7 +197,12 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the database's schema up to the newest Alembic revision (a new, empty database included)."""
+    """Bring the database's schema up to the newest Alembic revision (a new, empty database included).
+
+    Safe when several servers start at once: on PostgreSQL the upgrade holds a transaction-scoped advisory
+    lock (which works through a transaction pooler too), on SQLite the write lock (BEGIN IMMEDIATE); the
+    second server waits, then finds the schema current.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.connect() as connection:
@@ -133,6 +214,8 @@ def upgrade_schema(engine: Engine) -> None:
             raw.execute("PRAGMA foreign_keys=OFF")
         try:
             with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
                 if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:

@@ -22,6 +22,7 @@ from .db import Base, utcnow
 from .schemas import DESCRIPTION_MAX, IDEMPOTENCY_KEY_MAX, MERCHANT_MAX, NAME_KEY_MAX, NAME_MAX, NOTES_MAX
 
 USER_NAME_MAX = 100
+REQUEST_KEY_LENGTH = 32
 # Ids are never reused (SQLite would otherwise hand a deleted row's id to the next insert): the audit log
 # names rows by id, and undoing a delete puts the row back under its old id.
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
@@ -142,6 +143,24 @@ class Change(Base):
     summary: Mapped[str] = mapped_column(String(500))
     undoes_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"))
     undone_by_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"))
+    # The tool call that wrote this change: after a connection drop during COMMIT, finding the key
+    # proves the change was saved, so the call is answered instead of repeated (a double write).
+    request_key: Mapped[str | None] = mapped_column(String(REQUEST_KEY_LENGTH), unique=True)
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP server, mapped to a user. Only its SHA-256 is stored: the token itself
+    is shown once, when created."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str | None] = mapped_column(String(NAME_MAX))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
 
 
 class ChangeItem(Base):

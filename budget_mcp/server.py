@@ -11,12 +11,15 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -25,9 +28,9 @@ from pydantic import Field, ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import __version__, reports, service
+from . import __version__, reports, service, tokens
 from .config import Settings
-from .db import make_engine, make_session_factory, upgrade_schema
+from .db import EngineOptions, make_engine, make_session_factory
 from .errors import BudgetError
 from .schemas import (
     Amount,
@@ -70,6 +73,7 @@ from .schemas import (
 )
 from .schemas import Category as CategoryOut
 from .service import Caller
+from .transactions import RetryPolicy, migrate, run_in_transaction
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,10 +92,21 @@ cursor=next_cursor."""
 
 @dataclass(frozen=True)
 class AppState:
-    """What lives as long as the server: the session factory over a pooled engine, and whom it serves."""
+    """What lives as long as the server: the session factory over a pooled engine, and whom it serves
+    (``caller``; with bearer tokens, the user each request's token names, with the same defaults)."""
 
     session_factory: sessionmaker[Session]
     caller: Caller
+    policy: RetryPolicy
+    per_token_user: bool = False
+
+    def caller_now(self) -> Caller:
+        if not self.per_token_user:
+            return self.caller
+        token = get_access_token()
+        if token is None:  # the SDK's RequireAuthMiddleware answers 401 before a handler runs
+            raise BudgetError("this server needs a bearer token (Authorization: Bearer ...)")
+        return replace(self.caller, user=token.client_id)
 
 
 AppContext = Context[AppState]
@@ -110,18 +125,10 @@ def _transaction(
     error: type[Exception] = ToolError,
 ) -> T:
     try:
-        with state.session_factory() as session:
-            transaction = session.begin()
-            try:
-                result = use_case(session, state.caller)
-            except BaseException:
-                transaction.rollback()
-                raise
-            if dry_run:  # the same work as the real call, then undone: the preview cannot differ from it
-                transaction.rollback()
-            else:
-                transaction.commit()
-            return result
+        caller = state.caller_now()
+        return run_in_transaction(
+            state.session_factory, lambda session: use_case(session, caller), dry_run=dry_run, policy=state.policy
+        )
     except BudgetError as failure:
         raise error(str(failure)) from failure
     except ValidationError as failure:  # a service-level model rejected a value the tool schema let through
@@ -155,29 +162,69 @@ class _Running:
         return self.state
 
 
-def build_server(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> MCPServer[AppState]:
+class _TokenVerifier:
+    """Checks the HTTP server's bearer tokens against the database (see :mod:`budget_mcp.tokens`)."""
+
+    def __init__(self, running: _Running) -> None:
+        self._running = running
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        state = self._running.state
+        if state is None:
+            return None
+        try:
+            user = await anyio.to_thread.run_sync(
+                lambda: run_in_transaction(
+                    state.session_factory, lambda session: tokens.user_for_token(session, token), policy=state.policy
+                )
+            )
+        except (BudgetError, SQLAlchemyError):
+            logger.exception("could not check a bearer token; refusing the request")
+            return None
+        return AccessToken(token=token, client_id=user, scopes=[]) if user is not None else None
+
+
+def build_server(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    token_auth_url: str | None = None,
+) -> MCPServer[AppState]:
     """The budget-mcp server for ``settings``. Nothing connects until the server starts (its lifespan).
 
-    ``clock`` returns the current instant (timezone-aware); tests pass a fixed one.
+    ``clock`` returns the current instant (timezone-aware); tests pass a fixed one. ``token_auth_url``
+    (the HTTP server's own URL) requires a bearer token on every request and serves the token's user.
     """
     running = _Running()
+    policy = RetryPolicy(wait=settings.database_wait)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        engine = make_engine(settings.url)
+        engine = make_engine(settings.url, EngineOptions.from_settings(settings))
         logger.info("database %s", settings.redacted_url)
         try:
-            await anyio.to_thread.run_sync(upgrade_schema, engine)
+            await anyio.to_thread.run_sync(migrate, settings, policy)
             caller = Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
             if clock is not None:
                 caller = Caller(caller.user, caller.default_currency, caller.timezone, clock)
-            running.state = AppState(session_factory=make_session_factory(engine), caller=caller)
+            running.state = AppState(
+                session_factory=make_session_factory(engine),
+                caller=caller,
+                policy=policy,
+                per_token_user=token_auth_url is not None,
+            )
             yield running.state
         finally:
             running.state = None
             engine.dispose()
 
     refuse_unknown_arguments = _RefuseUnknownArguments()
+    auth: dict[str, Any] = {}
+    if token_auth_url is not None:
+        auth = {
+            "token_verifier": _TokenVerifier(running),
+            "auth": AuthSettings(issuer_url=token_auth_url, resource_server_url=None),  # type: ignore[arg-type]
+        }
     server: MCPServer[AppState] = MCPServer(
         "budget-mcp",
         title="Budget",
@@ -186,6 +233,7 @@ def build_server(settings: Settings, *, clock: Callable[[], datetime] | None = N
         lifespan=lifespan,
         log_level=settings.log_level,
         middleware=[refuse_unknown_arguments],
+        **auth,
     )
     _register_read_tools(server)
     if not settings.read_only:

@@ -96,3 +96,34 @@ def db(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+# Neon lab fixtures (tests/pgserver.py).  The import sits here so the fixtures above stay untouched.
+from pgserver import NeonLab, PgBouncerInstance, running_neon_lab, running_pgbouncer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def neon_lab() -> Iterator[NeonLab]:
+    """A Neon-like project on loopback: its own PostgreSQL 15 (TLS + SCRAM) with PgBouncer in
+    transaction mode in front (``pooled_url`` / ``direct_url``).  Never skipped in CI.
+
+    Shared by the session: tests that suspend it, restart its pooler or kill its backends must
+    restore it, or better start their own with ``running_neon_lab()``."""
+    if os.environ.get("BUDGET_MCP_TEST_SKIP_POSTGRES") == "1" and os.environ.get("CI") != "true":
+        pytest.skip("BUDGET_MCP_TEST_SKIP_POSTGRES=1 (never honoured in CI)")
+    try:
+        with running_neon_lab() as lab:
+            yield lab
+    except PostgresUnavailable as error:
+        pytest.fail(f"could not start the Neon lab (PostgreSQL + PgBouncer): {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pooler(postgres: PostgresInstance) -> Iterator[PgBouncerInstance]:
+    """PgBouncer (transaction mode, TLS, SCRAM) in front of the session's ``postgres`` cluster:
+    ``pooler.url(db)`` reaches any of its databases through the pooler."""
+    try:
+        with running_pgbouncer(postgres) as instance:
+            yield instance
+    except PostgresUnavailable as error:
+        pytest.fail(f"could not start PgBouncer in front of the test PostgreSQL: {error}", pytrace=False)

@@ -15,10 +15,20 @@ The server binaries (initdb, pg_ctl, postgres) refuse to run as root, so when th
 root they run as the ``postgres`` OS user via ``runuser``, inside a ``tempfile.mkdtemp()``
 directory chown'ed to that user.  Otherwise they run as the current user.
 
-Extension point: a ``PgBouncer`` helper (transaction mode) can later be added next to
-:class:`_Cluster`.  It would reuse :func:`_free_port`, :meth:`_Cluster.run_as_server_user`,
-:meth:`_Cluster.write_file` and the TLS key/cert pair (``PostgresInstance.cafile`` /
-``PostgresInstance.keyfile``) that live in ``PostgresInstance.base_dir``.
+The "Neon lab" puts a PgBouncer in transaction mode in front (like Neon's ``-pooler`` endpoint)::
+
+    with running_neon_lab() as lab:
+        lab.create_database("scratch")
+        pooled = lab.pooled_url("scratch")       # through PgBouncer (TLS, SCRAM, transaction mode)
+        direct = lab.direct_url("scratch")       # straight to PostgreSQL
+        lab.terminate_backends()                 # Neon closing idle connections
+        lab.suspend(); lab.resume()              # scale to zero and back, same ports
+        lab.pooler.restart()                     # a pooler restart: pooled clients are dropped
+        lab.pooler.add_database("scratch", pool_size=1)   # one server connection for all clients
+
+:func:`running_pgbouncer` alone puts a PgBouncer in front of any :func:`running_postgres` cluster.
+PgBouncer also refuses to run as root, so it runs as the ``postgres`` OS user too (as a child
+process in its own session).  See ``tests/faultproxy.py`` for dropping connections at will.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import hashlib
 import hmac
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -35,17 +46,28 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
+import psycopg2
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-__all__ = ["PostgresInstance", "PostgresUnavailable", "running_postgres"]
+__all__ = [
+    "NeonLab",
+    "PgBouncerInstance",
+    "PostgresInstance",
+    "PostgresUnavailable",
+    "running_neon_lab",
+    "running_pgbouncer",
+    "running_postgres",
+]
 
 SERVER_OS_USER = "postgres"
 """OS user the server binaries run as when the test process is root."""
@@ -83,6 +105,8 @@ class PostgresInstance:
     """Private key matching ``cafile`` (for a later PgBouncer's client-side TLS)."""
     base_dir: str = ""
     """The cluster's temporary directory (data dir, socket, log, TLS files)."""
+    _cluster: _Cluster | None = field(default=None, repr=False, compare=False)
+    """The cluster this instance runs on (for :meth:`stop` / :meth:`start` and PgBouncer)."""
 
     def url(self, database: str | None = None, *, admin: bool = False) -> str:
         """SQLAlchemy URL for ``database`` (default: the app database) over TLS.
@@ -110,17 +134,51 @@ class PostgresInstance:
         """``DROP DATABASE IF EXISTS name WITH (FORCE)``, terminating its connections."""
         _admin_sql(self, f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
 
-    def terminate_backends(self) -> None:
-        """Terminate every client backend except this admin connection's own.
+    def terminate_backends(self) -> list[int]:
+        """Terminate every client backend except this admin connection's own; return their pids.
 
         Waits (up to 5 s per backend) until each one is gone, so clients see a dropped
         connection on their next use -- like Neon's compute suspending.
         """
-        _admin_sql(
+        rows = _admin_query(
             self,
-            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+            "SELECT pid, pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
             "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
         )
+        return [int(pid) for pid, terminated in rows if terminated]
+
+    # -- lifecycle (Neon's compute suspending and waking up) ----------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is started (as far as :meth:`stop` / :meth:`start` know)."""
+        return self._require_cluster().started
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl -m <mode> stop`` (fast, smart or immediate); a no-op if already stopped.
+
+        ``fast`` is what a Neon compute suspend looks like to clients: every connection is
+        closed (``terminating connection due to administrator command``) and new ones are refused.
+        """
+        if mode not in {"fast", "smart", "immediate"}:
+            raise ValueError(f"unknown pg_ctl stop mode: {mode!r}")
+        cluster = self._require_cluster()
+        if cluster.started:
+            cluster.stop_server(mode)
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port; return once it accepts connections.
+
+        A no-op if it is running.
+        """
+        cluster = self._require_cluster()
+        if not cluster.started:
+            cluster.restart_server()
+
+    def _require_cluster(self) -> _Cluster:
+        if self._cluster is None:
+            raise RuntimeError("this PostgresInstance was not made by running_postgres(): no cluster to control")
+        return self._cluster
 
 
 @contextmanager
@@ -143,7 +201,383 @@ def running_postgres(
         cluster.destroy()
 
 
+# --------------------------------------------------------------------------- PgBouncer
+
+
+class PgBouncerInstance:
+    """A PgBouncer in transaction mode in front of one cluster (see :func:`running_pgbouncer`).
+
+    Like Neon's pooled endpoint: TLS required from clients and to the server, SCRAM-SHA-256 with
+    the verifiers copied from ``pg_authid`` (no plaintext on disk), ``max_client_conn`` 10000,
+    a wildcard ``*`` database entry (databases created later just work), and no support for the
+    ``options`` startup parameter.  Its directory (config, auth file, ``pgbouncer.log``) is a
+    subdirectory of the cluster's, so it goes away with the cluster.
+    """
+
+    def __init__(self, pg: PostgresInstance, *, default_pool_size: int = 20) -> None:
+        self.postgres = pg
+        self.host = HOST
+        self.port = 0
+        """Listening port; fixed by the first :meth:`start` and kept across restarts."""
+        self.default_pool_size = default_pool_size
+        self._cluster = pg._require_cluster()
+        self._exe = _find_pgbouncer()
+        self._databases: dict[str, int] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            self.dir = Path(tempfile.mkdtemp(prefix="pgbouncer-", dir=self._cluster.base_dir))
+        except OSError as exc:
+            raise PostgresUnavailable(f"could not make PgBouncer's directory: {exc}") from exc
+        self._cluster.chown(self.dir)
+        self.config_file = self.dir / "pgbouncer.ini"
+        self.auth_file = self.dir / "userlist.txt"
+        self.log_file = self.dir / "pgbouncer.log"
+        self._stderr_file = self.dir / "pgbouncer.stderr"
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"PgBouncerInstance(host={self.host!r}, port={self.port}, {state}, postgres port={self.postgres.port})"
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def url(self, database: str | None = None, *, admin: bool = False) -> str:
+        """Pooled SQLAlchemy URL, e.g. ``postgresql+psycopg2://app:pw@127.0.0.1:PORT/budget?sslmode=require``.
+
+        Same users, passwords and databases as :meth:`PostgresInstance.url`, on the pooler's port.
+        """
+        pg = self.postgres
+        user, password = (pg.admin_user, pg.admin_password) if admin else (pg.app_user, pg.app_password)
+        return URL.create(
+            DRIVER,
+            username=user,
+            password=password,
+            host=self.host,
+            port=self.port,
+            database=pg.database if database is None else database,
+            query={"sslmode": "require"},
+        ).render_as_string(hide_password=False)
+
+    def admin_console(self, command: str) -> list[dict[str, Any]]:
+        """Run one admin console command (``SHOW POOLS``, ``RELOAD``, ...) as the superuser.
+
+        Returns the rows as dicts (empty for commands without a result set).
+        """
+        pg = self.postgres
+        conn = psycopg2.connect(
+            host=self.host,
+            port=self.port,
+            user=pg.admin_user,
+            password=pg.admin_password,
+            dbname="pgbouncer",
+            sslmode="require",
+            connect_timeout=10,
+        )
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(command)
+                if cur.description is None:
+                    return []
+                names = [col.name for col in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start PgBouncer (on the same port as before, if it ran before); return once it listens.
+
+        A no-op if it is running.  The cluster must be running.
+        """
+        if self.running:
+            return
+        self._proc = None
+        if not self.auth_file.exists():
+            self._write_auth_file()
+        if self.port:
+            self._spawn_and_wait(self.port, retry_bind=True)
+            return
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            port = _free_port()
+            if self._spawn_and_wait(port, retry_bind=False):
+                return
+            if attempt == _PORT_ATTEMPTS:
+                raise PostgresUnavailable("PgBouncer could not bind a port" + self._log_suffix())
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop PgBouncer at once (SIGTERM, an immediate shutdown in 1.18; SIGKILL if it lingers).
+
+        Clients' connections drop; new ones are refused.  A no-op if it is not running.
+        """
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=_STEP_TIMEOUT)
+
+    def restart(self) -> None:
+        """A pooler restart: stop and start again on the same port (clients' connections drop)."""
+        self.stop()
+        self.start()
+
+    def add_database(self, name: str, pool_size: int) -> None:
+        """Add (or change) an explicit ``[databases]`` entry for ``name`` with its own ``pool_size``,
+        then reload PgBouncer.  ``pool_size=1`` forces all clients of a user onto one server connection.
+        """
+        if not _PGBOUNCER_NAME.fullmatch(name):
+            raise ValueError(f"database name not supported in pgbouncer.ini here: {name!r}")
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self._databases[name] = pool_size
+        self.reload()
+
+    def reload(self) -> None:
+        """Rewrite the config and auth file (roles added since are picked up), then ``RELOAD``."""
+        self._write_auth_file()
+        self._write_config(self.port)
+        if self.running:
+            self.admin_console("RELOAD")
+
+    def close(self) -> None:
+        """Stop PgBouncer (the directory goes with the cluster's)."""
+        self.stop()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _write_auth_file(self) -> None:
+        """``"role" "SCRAM-SHA-256$..."`` for every login role with a password, from ``pg_authid``."""
+        try:
+            rows = _admin_query(
+                self.postgres,
+                "SELECT rolname, rolpassword FROM pg_authid "
+                "WHERE rolcanlogin AND rolpassword IS NOT NULL ORDER BY rolname",
+            )
+        except psycopg2.Error as exc:
+            raise PostgresUnavailable(f"reading pg_authid for PgBouncer's auth_file failed: {exc}") from exc
+        lines = [f"{_pgbouncer_quote(name)} {_pgbouncer_quote(secret)}\n" for name, secret in rows]
+        self._cluster.write_file(self.auth_file, "".join(lines), 0o600)
+
+    def _write_config(self, port: int) -> None:
+        pg = self.postgres
+        server = f"host={pg.host} port={pg.port}"
+        databases = "".join(
+            f"{name} = {server} dbname={name} pool_size={size}\n" for name, size in self._databases.items()
+        )
+        settings = {
+            "listen_addr": HOST,
+            "listen_port": str(port),
+            "unix_socket_dir": "",
+            "auth_type": "scram-sha-256",
+            "auth_file": str(self.auth_file),
+            "admin_users": pg.admin_user,
+            "pool_mode": "transaction",
+            "default_pool_size": str(self.default_pool_size),
+            "max_client_conn": "10000",
+            "client_tls_sslmode": "require",
+            "client_tls_cert_file": str(self._cluster.certfile),
+            "client_tls_key_file": str(self._cluster.keyfile),
+            "server_tls_sslmode": "require",
+            # Retry a failed server login after 1 s, not 15 s: the lab restarts PostgreSQL a lot.
+            "server_login_retry": "1",
+            "logfile": str(self.log_file),
+        }
+        body = (
+            "; throwaway PgBouncer (tests/pgserver.py)\n[databases]\n"
+            + databases
+            + f"* = {server}\n\n[pgbouncer]\n"
+            + "".join(f"{key} = {value}\n" for key, value in settings.items())
+        )
+        self._cluster.write_file(self.config_file, body, 0o600)
+
+    def _spawn_and_wait(self, port: int, *, retry_bind: bool) -> bool:
+        """Start PgBouncer on ``port`` and wait until it accepts TCP connections.
+
+        Returns False if the port was taken (unless ``retry_bind``: then keep trying, e.g. while
+        a killed predecessor's socket is released); raises PostgresUnavailable on other failures.
+        """
+        self._write_config(port)
+        deadline = time.monotonic() + 30
+        while True:
+            log_offset = self._log_size()
+            proc = self._spawn()
+            outcome = self._wait_listening(proc, port, deadline)
+            if outcome == "up":
+                self._proc = proc
+                self.port = port
+                return True
+            _reap(proc)
+            if outcome == "port taken" and not retry_bind:
+                return False
+            if outcome == "port taken" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise PostgresUnavailable(
+                f"PgBouncer did not start on {HOST}:{port} ({outcome})" + self._log_suffix(log_offset)
+            )
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        with self._stderr_file.open("ab") as stderr:
+            try:
+                return self._cluster.popen_as_server_user(
+                    [str(self._exe), str(self.config_file)], cwd=self.dir, stderr=stderr
+                )
+            except OSError as exc:
+                raise PostgresUnavailable(f"could not start PgBouncer: {exc}") from exc
+
+    def _wait_listening(self, proc: subprocess.Popen[bytes], port: int, deadline: float) -> str:
+        """``up``, ``port taken``, ``exited with N`` or ``timed out``."""
+        while True:
+            if proc.poll() is not None:
+                taken = "Address already in use" in _tail(self.log_file) + _tail(self._stderr_file)
+                return "port taken" if taken else f"exited with {proc.returncode}"
+            try:
+                with socket.create_connection((HOST, port), timeout=1):
+                    pass
+            except OSError:
+                pass
+            else:
+                if proc.poll() is None:
+                    return "up"
+                continue
+            if time.monotonic() > deadline:
+                proc.kill()
+                return "timed out"
+            time.sleep(0.005)
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_suffix(self, offset: int = 0) -> str:
+        """The log's tail from ``offset`` on; else stderr's (errors before the log file is opened)."""
+        for path, start in ((self.log_file, offset), (self._stderr_file, 0)):
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(start)
+                    tail = _tail(fh.read().decode(errors="replace"))
+            except OSError:
+                continue
+            if tail:
+                return f"\n--- {path.name} (tail) ---\n{tail}"
+        return ""
+
+
+@contextmanager
+def running_pgbouncer(pg: PostgresInstance, *, default_pool_size: int = 20) -> Iterator[PgBouncerInstance]:
+    """Start a PgBouncer (transaction mode) in front of ``pg`` (made by :func:`running_postgres`);
+    always stop it afterwards.  Raises :class:`PostgresUnavailable` (with its log tail) on failure.
+    """
+    bouncer = PgBouncerInstance(pg, default_pool_size=default_pool_size)
+    try:
+        bouncer.start()
+        yield bouncer
+    finally:
+        bouncer.close()
+
+
+# --------------------------------------------------------------------------- Neon lab
+
+
+@dataclass(frozen=True)
+class NeonLab:
+    """PostgreSQL (TLS + SCRAM) with PgBouncer in transaction mode in front: a local stand-in for
+    a Neon project's direct and pooled endpoints (see :func:`running_neon_lab`)."""
+
+    postgres: PostgresInstance
+    pooler: PgBouncerInstance
+
+    def pooled_url(self, database: str | None = None, *, admin: bool = False) -> str:
+        """Through PgBouncer (like Neon's ``-pooler`` host)."""
+        return self.pooler.url(database, admin=admin)
+
+    def direct_url(self, database: str | None = None, *, admin: bool = False) -> str:
+        """Straight to PostgreSQL (like Neon's direct host: migrations, DDL, session features)."""
+        return self.postgres.url(database, admin=admin)
+
+    def create_database(self, name: str) -> str:
+        """``CREATE DATABASE name OWNER app``; return ``name`` (reachable pooled and direct at once)."""
+        self.postgres.create_database(name)
+        return name
+
+    def suspend(self) -> None:
+        """Scale to zero: stop the pooler, then ``pg_ctl -m fast stop``.  Every connection drops and
+        both ports refuse connections until :meth:`resume`."""
+        self.pooler.stop()
+        self.postgres.stop("fast")
+
+    def resume(self) -> None:
+        """Wake up: start PostgreSQL, then the pooler, on the same ports as before."""
+        self.postgres.start()
+        self.pooler.start()
+
+    def terminate_backends(self) -> list[int]:
+        """Terminate every PostgreSQL client backend (direct connections and the pooler's server
+        connections), like Neon closing idle connections; return their pids.
+
+        Direct clients see a dropped connection on next use.  Pooled clients outside a transaction
+        keep their connection to the pooler; this waits until the pooler has noticed and dropped its
+        dead server connections, so their next transaction gets a fresh one.
+        """
+        pids = set(self.postgres.terminate_backends())
+        if pids and self.pooler.running:
+            deadline = time.monotonic() + 10
+            while any(row.get("remote_pid") in pids for row in self.pooler.admin_console("SHOW SERVERS")):
+                if time.monotonic() > deadline:
+                    raise PostgresUnavailable(
+                        "PgBouncer kept server connections to terminated backends" + self.pooler._log_suffix()
+                    )
+                time.sleep(0.005)
+        return sorted(pids)
+
+
+@contextmanager
+def running_neon_lab(*, database: str = "budget", default_pool_size: int = 20) -> Iterator[NeonLab]:
+    """Start a throwaway cluster and a PgBouncer in front of it; tear both down afterwards, even on
+    error.  Raises :class:`PostgresUnavailable` (with the log tail) if either cannot start."""
+    with (
+        running_postgres(database=database) as pg,
+        running_pgbouncer(pg, default_pool_size=default_pool_size) as pooler,
+    ):
+        yield NeonLab(postgres=pg, pooler=pooler)
+
+
 # --------------------------------------------------------------------------- internals
+
+_PGBOUNCER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+"""Database names usable unquoted in pgbouncer.ini (and in its connect strings)."""
+
+
+def _find_pgbouncer() -> Path:
+    """``$PGBOUNCER``, ``pgbouncer`` on PATH, or Debian's ``/usr/sbin/pgbouncer``."""
+    candidates = [os.environ.get("PGBOUNCER"), shutil.which("pgbouncer"), "/usr/sbin/pgbouncer"]
+    for cand in candidates:
+        if cand and os.access(cand, os.X_OK):
+            return Path(cand)
+    raise PostgresUnavailable("pgbouncer not found (apt-get install pgbouncer, or set PGBOUNCER)")
+
+
+def _pgbouncer_quote(value: str) -> str:
+    """A double-quoted auth_file field."""
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Make sure ``proc`` is gone and waited for."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=_STEP_TIMEOUT)
 
 
 def _quote_ident(name: str) -> str:
@@ -203,6 +637,26 @@ def _admin_sql(pg: PostgresInstance, *statements: str) -> None:
                 conn.exec_driver_sql(statement)
     finally:
         engine.dispose()
+
+
+def _admin_query(pg: PostgresInstance, statement: str) -> list[tuple[Any, ...]]:
+    """Rows of one statement run as the superuser on the ``postgres`` database (autocommit)."""
+    conn = psycopg2.connect(
+        host=pg.host,
+        port=pg.port,
+        user=pg.admin_user,
+        password=pg.admin_password,
+        dbname="postgres",
+        sslmode="require",
+        connect_timeout=10,
+    )
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
 
 
 def _free_port() -> int:
@@ -382,6 +836,7 @@ class _Cluster:
             cafile=str(self.certfile),
             keyfile=str(self.keyfile),
             base_dir=str(self.base_dir),
+            _cluster=self,
         )
         self._create_app(pg)
         return pg
@@ -428,6 +883,26 @@ class _Cluster:
                 f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{output}" + self._log_suffix(log)
             )
         return proc
+
+    def popen_as_server_user(self, argv: Sequence[str], *, cwd: Path, stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start a long-running server program as the server user, in its own session.
+
+        As root this switches user in the child (``user=``/``group=``), so the returned process is
+        the program itself (not a ``runuser`` wrapper) and can be signalled directly.
+        """
+        kwargs: dict[str, Any] = {}
+        if self.owner is not None:
+            kwargs = {"user": self.owner[0], "group": self.owner[1], "extra_groups": []}
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+            **kwargs,
+        )
 
     def write_file(self, path: Path, content: str, mode: int = 0o600) -> None:
         """Write ``content`` to ``path``, readable by the server user."""
@@ -561,14 +1036,38 @@ class _Cluster:
                 f"creating role/database failed: {exc}" + self._log_suffix(self.log_file)
             ) from exc
 
+    def stop_server(self, mode: str) -> None:
+        """``pg_ctl -m <mode> -w stop``; raise PostgresUnavailable if that fails."""
+        self.run_as_server_user(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"],
+            what=f"pg_ctl stop -m {mode}",
+            log=self.log_file,
+        )
+        self.started = False
+
+    def restart_server(self) -> None:
+        """``pg_ctl -w start`` again, on the port already written to ``port.conf``."""
+        self.started = True  # from here on, destroy() must try to stop it
+        self.run_as_server_user(
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+            what="pg_ctl start",
+            log=self.log_file,
+        )
+
     def _stop(self) -> None:
         """``pg_ctl -m immediate stop``; if that fails, kill the postmaster from its pid file."""
         try:
-            self.run_as_server_user(
-                [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"],
-                what="pg_ctl stop",
-                log=self.log_file,
-            )
+            self.stop_server("immediate")
         except PostgresUnavailable as exc:
             pid_file = self.data_dir / "postmaster.pid"
             try:

@@ -29,9 +29,7 @@ SUBCOMMANDS = ("serve", "db", "info")
 
 def setting_names() -> set[str]:
     """The environment variable of every Settings field."""
-    return {
-        "DATABASE_URL" if field == "database_url" else f"BUDGET_MCP_{field.upper()}" for field in Settings.model_fields
-    }
+    return {env_var(field) for field in Settings.model_fields}
 
 
 def documented_settings() -> set[str]:
@@ -212,7 +210,7 @@ def test_db_upgrade_creates_the_schema_on_a_new_sqlite_file_and_is_idempotent(
         assert main(["db", "upgrade"]) == 0
         with engine.connect() as connection:
             assert connection.execute(text("SELECT name FROM users")).scalars().all() == ["alice"]
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0002"]
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
     finally:
         engine.dispose()
 

@@ -26,7 +26,7 @@ from budget_mcp.schemas import category_key
 from conftest import BACKENDS
 from pgserver import PostgresInstance
 
-TABLES = {"users", "categories", "expenses", "budgets", "changes", "change_items"}
+TABLES = {"users", "categories", "expenses", "budgets", "changes", "change_items", "api_tokens"}
 
 
 @pytest.fixture(params=BACKENDS)

@@ -29,9 +29,9 @@ def run_migrations_online() -> None:
         return
     # Developer use (`alembic revision --autogenerate`): connect with the configured settings.
     from budget_mcp.config import Settings
-    from budget_mcp.db import make_engine
+    from budget_mcp.db import make_migration_engine
 
-    engine = make_engine(Settings(_env_file=".env").url)  # type: ignore[call-arg]
+    engine = make_migration_engine(Settings(_env_file=".env").migration_url)  # type: ignore[call-arg]
     try:
         with engine.begin() as connection:
             _run(connection)
