@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
-from .config import Settings, env_var
+from .config import Settings, env_var, redact_url
 
 logger = logging.getLogger("budget_mcp")
 
@@ -131,14 +131,14 @@ def _load_settings(env_file: Path | None) -> Settings:
         return Settings(_env_file=path if path.is_file() else None)  # type: ignore[call-arg]
     except ValidationError as error:
         problems = "\n".join(
-            f"  {_env_name(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            f"  {_env_name(e['loc'])}{e['msg'].removeprefix('Value error, ')}"
             for e in error.errors(include_input=False, include_url=False)
         )
         raise SystemExit(f"budget-mcp: invalid settings:\n{problems}") from None
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
-    return env_var(str(loc[0])) if loc else "settings"
+    return f"{env_var(str(loc[0]))}: " if loc else ""  # a check of several settings names them itself
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -255,9 +255,17 @@ def _db_upgrade(settings: Settings) -> int:
 
 
 def _info(settings: Settings) -> int:
+    from .db import EngineOptions, engine_profile
+
     rows = {
         "version": __version__,
         "database": settings.redacted_url,
+        "connection": {
+            "sqlite": "embedded SQLite file",
+            "postgresql": "PostgreSQL, direct",
+            "pooled": "PostgreSQL through a transaction pooler",
+        }[engine_profile(settings.url, EngineOptions.from_settings(settings))],
+        "migrations on": redact_url(settings.migration_url),
         "user": settings.user,
         "default currency": settings.default_currency,
         "timezone": settings.timezone or f"{settings.tz()} (machine)",

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from budget_mcp import __version__
 from budget_mcp.cli import main
-from budget_mcp.config import Settings
+from budget_mcp.config import Settings, env_var
 from budget_mcp.db import Base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_info_shows_the_settings_with_the_postgresql_password_masked(
 def test_info_masks_a_password_given_as_a_query_parameter(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://alex@db.example.com/neondb?password={PASSWORD}")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://alex@db.example.com/neondb?password={PASSWORD}&sslmode=require")
     assert main(["info"]) == 0
     out, err = capsys.readouterr()
     assert PASSWORD not in out + err

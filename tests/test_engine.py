@@ -1,0 +1,302 @@
+"""Engine profiles and the transaction runner: how each kind of database is connected to, that no
+connection carries session state, that migrations take a lock on the direct endpoint, and what a call
+does when the database fails under it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from pydantic import ValidationError
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from budget_mcp.config import Settings
+from budget_mcp.db import EngineOptions, engine_profile, make_engine, make_session_factory, upgrade_schema
+from budget_mcp.errors import DatabaseUnavailable
+from budget_mcp.models import Change, Expense
+from budget_mcp.server import build_server
+from budget_mcp.transactions import RetryPolicy, run_in_transaction
+
+from conftest import make_settings
+from helpers import LUNCH, ok, seed_categories
+from pgserver import PostgresInstance
+
+PASSWORD = "s3cret-Pa55word"
+pytestmark = pytest.mark.anyio
+
+
+def load(**values: Any) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+# --- profiles -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "pooled", "profile"),
+    [
+        ("sqlite:////tmp/budget.sqlite3", None, "sqlite"),
+        ("postgresql://a:b@ep-cool-123.eu-central-1.aws.neon.tech/db?sslmode=require", None, "postgresql"),
+        ("postgresql://a:b@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require", None, "pooled"),
+        ("postgresql://a:b@127.0.0.1:6432/db", True, "pooled"),
+        ("postgresql://a:b@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require", False, "postgresql"),
+    ],
+)
+def test_the_engine_profile_follows_the_url_unless_a_setting_says_otherwise(
+    url: str, pooled: bool | None, profile: str
+) -> None:
+    settings = load(database_url=url, pooled=pooled)
+    assert engine_profile(settings.url, EngineOptions.from_settings(settings)) == profile
+    assert settings.is_pooled is (profile == "pooled")
+
+
+def test_migrations_run_on_the_unpooled_url_when_one_is_given() -> None:
+    settings = load(
+        database_url="postgresql://a:b@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require",
+        database_url_unpooled="postgresql://a:b@direct.example.com/db?sslmode=require",
+    )
+    assert settings.migration_url.host == "direct.example.com"
+
+
+def test_migrations_on_a_neon_pooler_host_go_to_the_same_host_without_pooler() -> None:
+    settings = load(database_url="postgresql://a:b@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require")
+    assert settings.migration_url.host == "ep-cool-123.eu-central-1.aws.neon.tech"
+    assert settings.migration_url.password == "b"
+
+
+def test_migrations_on_a_direct_url_use_that_url() -> None:
+    settings = load(database_url="postgresql://a:b@db.example.com/db?sslmode=require")
+    assert settings.migration_url == settings.url
+
+
+def test_a_pooled_engine_checks_recycles_and_bounds_its_connections_without_startup_options() -> None:
+    settings = load(
+        database_url="postgresql://a:b@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require",
+        pool_size=7,
+    )
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    try:
+        pool: Any = engine.pool
+        assert pool.size() == 7
+        assert pool._pre_ping is True
+        assert 0 < pool._recycle < 300  # under Neon's five-minute idle suspend
+        assert pool._timeout <= 10
+        connect_args = engine.dialect.create_connect_args(engine.url)[1]
+        assert "options" not in connect_args  # PgBouncer refuses the startup parameter
+    finally:
+        engine.dispose()
+
+
+# --- TLS ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["", "?sslmode=disable", "?sslmode=prefer", "?sslmode=allow"])
+def test_a_remote_postgresql_url_without_tls_is_refused_with_the_fix(query: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        load(database_url=f"postgresql://alex:{PASSWORD}@db.example.com/budget{query}")
+    message = str(caught.value)
+    assert "without TLS" in message and "sslmode=require" in message
+    assert "BUDGET_MCP_ALLOW_INSECURE_DATABASE" in message
+    assert PASSWORD not in message
+
+
+def test_an_unpooled_url_without_tls_is_refused_too() -> None:
+    with pytest.raises(ValidationError, match="DATABASE_URL_UNPOOLED points at direct.example.com without TLS"):
+        load(
+            database_url="postgresql://a:b@db.example.com/budget?sslmode=require",
+            database_url_unpooled="postgresql://a:b@direct.example.com/budget",
+        )
+
+
+def test_plaintext_to_a_remote_host_is_allowed_when_the_user_says_so() -> None:
+    settings = load(database_url="postgresql://a:b@db.internal/budget", allow_insecure_database=True)
+    assert settings.url.host == "db.internal"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://a:b@localhost/budget",
+        "postgresql://a:b@127.0.0.1:5432/budget",
+        "postgresql://a:b@[::1]/budget",
+        "postgresql://a:b@/budget?host=/var/run/postgresql",
+        "postgresql://a:b@db.example.com/budget?sslmode=verify-full",
+    ],
+)
+def test_loopback_unix_sockets_and_tls_urls_are_accepted(url: str) -> None:
+    assert load(database_url=url).url.get_backend_name() == "postgresql"
+
+
+def test_channel_binding_required_in_the_url_works_on_a_direct_connection(postgres_url: str, tmp_path: Path) -> None:
+    settings = make_settings(postgres_url + "&channel_binding=require")
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")).scalar()
+    finally:
+        engine.dispose()
+
+
+# --- no session state ---------------------------------------------------------------------------------
+
+
+def test_the_statement_timeout_lasts_only_as_long_as_each_transaction(postgres_url: str) -> None:
+    settings = make_settings(postgres_url, statement_timeout=1.5)
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    try:
+        with engine.connect() as connection:
+            with connection.begin():
+                assert connection.execute(text("SHOW statement_timeout")).scalar() == "1500ms"
+            # The same server connection, outside any transaction of ours: nothing was left behind.
+            raw: Any = connection.connection.dbapi_connection
+            cursor = raw.cursor()
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone()[0] == "0"
+            raw.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_statement_over_the_timeout_fails_at_once_and_is_not_retried(postgres_url: str) -> None:
+    settings = make_settings(postgres_url, statement_timeout=0.05)
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    attempts = []
+
+    def slow(session: Session) -> None:
+        attempts.append(1)
+        session.execute(text("SELECT pg_sleep(1)"))
+
+    try:
+        with pytest.raises(OperationalError, match="statement timeout"):
+            run_in_transaction(make_session_factory(engine), slow, policy=RetryPolicy(wait=30))
+    finally:
+        engine.dispose()
+    assert len(attempts) == 1
+
+
+# --- migrations ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    postgres: PostgresInstance = request.getfixturevalue("postgres")
+    name = f"fresh_{tmp_path.name[-20:].lower().replace('-', '_')}"
+    try:
+        yield postgres.create_database(name)
+    finally:
+        postgres.drop_database(name)
+
+
+def test_two_servers_migrating_one_new_database_at_once_both_start_and_migrate_once(fresh_url: str) -> None:
+    settings = make_settings(fresh_url)
+    engines = [make_engine(settings.url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def upgrade(engine: Engine) -> None:
+        barrier.wait()
+        try:
+            upgrade_schema(engine)
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=upgrade, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    try:
+        assert errors == []
+        with engines[0].connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+# --- the transaction runner ---------------------------------------------------------------------------
+
+
+async def test_a_call_after_every_backend_was_terminated_succeeds(
+    postgres: PostgresInstance, postgres_url: str
+) -> None:
+    empty = make_settings(postgres_url)
+    async with Client(build_server(empty)) as client:
+        await seed_categories(client, "Food")
+        await ok(client, "create_expense", **LUNCH)
+        postgres.terminate_backends()  # like Neon suspending the compute between two calls
+        found = await ok(client, "query_expenses_by_category", category="Food")
+        assert found["count"] == 1
+        await ok(client, "create_expense", **{**LUNCH, "description": "Dinner"})
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(Expense)).scalar() == 2
+    finally:
+        engine.dispose()
+
+
+def test_a_database_that_cannot_be_reached_gives_a_clear_error_after_a_bounded_wait(tmp_path: Path) -> None:
+    with socket_closed_port() as port:
+        settings = make_settings(f"postgresql://app:pw@127.0.0.1:{port}/budget?connect_timeout=2")
+        engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+        attempts = []
+
+        def read(session: Session) -> int:
+            attempts.append(1)
+            return session.execute(text("SELECT 1")).scalar_one()
+
+        try:
+            with pytest.raises(DatabaseUnavailable, match="unavailable right now.*nothing was changed, try again"):
+                run_in_transaction(make_session_factory(engine), read, policy=RetryPolicy(wait=0.3, first_delay=0.01))
+        finally:
+            engine.dispose()
+    assert len(attempts) >= 2  # it retried before giving up
+
+
+def test_a_dry_run_is_rolled_back_and_leaves_no_change(tmp_path: Path) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'b.sqlite3'}")
+    engine = make_engine(settings.url)
+    upgrade_schema(engine)
+    factory = make_session_factory(engine)
+
+    def write(session: Session) -> int:
+        session.add(Change(user_id=_user(session), tool="t", summary="s"))
+        session.flush()
+        return 1
+
+    try:
+        assert run_in_transaction(factory, write, dry_run=True) == 1
+        with factory.begin() as session:
+            assert session.scalar(select(func.count()).select_from(Change)) == 0
+    finally:
+        engine.dispose()
+
+
+def _user(session: Session) -> int:
+    from budget_mcp.repository import ensure_user
+
+    return ensure_user(session, "alice")
+
+
+class socket_closed_port:
+    """A local TCP port nobody listens on (bound, never listening, so nobody else takes it meanwhile)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        return int(self._socket.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self._socket.close()
