@@ -137,15 +137,31 @@ class PostgresInstance:
     def terminate_backends(self) -> list[int]:
         """Terminate every client backend except this admin connection's own; return their pids.
 
-        Waits (up to 5 s per backend) until each one is gone, so clients see a dropped
-        connection on their next use -- like Neon's compute suspending.
+        Waits (up to 10 s) until they are all gone, so clients see a dropped connection on their
+        next use -- like Neon's compute suspending.  (Polls itself: ``pg_terminate_backend(pid,
+        timeout)`` would sleep in 100 ms steps.)
         """
-        rows = _admin_query(
-            self,
-            "SELECT pid, pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
-        )
-        return [int(pid) for pid, terminated in rows if terminated]
+        conn = _admin_connect(self)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )
+                pids = [int(row[0]) for row in cur.fetchall()]
+                cur.execute("SELECT pid FROM unnest(%s::int[]) AS pid WHERE pg_terminate_backend(pid)", (pids,))
+                terminated = sorted(int(row[0]) for row in cur.fetchall())
+                deadline = time.monotonic() + 10
+                while True:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (terminated,))
+                    (left,) = cur.fetchone()
+                    if not left:
+                        return terminated
+                    if time.monotonic() > deadline:
+                        raise PostgresUnavailable(f"{left} terminated backend(s) still running after 10 s")
+                    time.sleep(0.002)
+        finally:
+            conn.close()
 
     # -- lifecycle (Neon's compute suspending and waking up) ----------------------------
 
@@ -408,9 +424,9 @@ class PgBouncerInstance:
         self._write_config(port)
         deadline = time.monotonic() + 30
         while True:
-            log_offset = self._log_size()
+            marks = self._log_marks()
             proc = self._spawn()
-            outcome = self._wait_listening(proc, port, deadline)
+            outcome = self._wait_listening(proc, port, deadline, marks)
             if outcome == "up":
                 self._proc = proc
                 self.port = port
@@ -421,9 +437,7 @@ class PgBouncerInstance:
             if outcome == "port taken" and time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
-            raise PostgresUnavailable(
-                f"PgBouncer did not start on {HOST}:{port} ({outcome})" + self._log_suffix(log_offset)
-            )
+            raise PostgresUnavailable(f"PgBouncer did not start on {HOST}:{port} ({outcome})" + self._log_suffix(marks))
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         with self._stderr_file.open("ab") as stderr:
@@ -434,38 +448,60 @@ class PgBouncerInstance:
             except OSError as exc:
                 raise PostgresUnavailable(f"could not start PgBouncer: {exc}") from exc
 
-    def _wait_listening(self, proc: subprocess.Popen[bytes], port: int, deadline: float) -> str:
-        """``up``, ``port taken``, ``exited with N`` or ``timed out``."""
+    def _wait_listening(self, proc: subprocess.Popen[bytes], port: int, deadline: float, marks: dict[Path, int]) -> str:
+        """``up``, ``port taken``, ``exited with N`` or ``timed out``.
+
+        Up means: this process logged ``process up`` (after binding its sockets) and the port
+        accepts connections.  A bare connect test is not enough: if another program holds the
+        port, connecting succeeds while PgBouncer is on its way to "Address already in use".
+        """
         while True:
             if proc.poll() is not None:
-                taken = "Address already in use" in _tail(self.log_file) + _tail(self._stderr_file)
+                taken = "Address already in use" in self._log_since(marks)
                 return "port taken" if taken else f"exited with {proc.returncode}"
-            try:
-                with socket.create_connection((HOST, port), timeout=1):
+            if "process up" in self._log_since(marks):
+                try:
+                    with socket.create_connection((HOST, port), timeout=1):
+                        pass
+                except OSError:
                     pass
-            except OSError:
-                pass
-            else:
-                if proc.poll() is None:
-                    return "up"
-                continue
+                else:
+                    if proc.poll() is None:
+                        return "up"
+                    continue
             if time.monotonic() > deadline:
                 proc.kill()
                 return "timed out"
             time.sleep(0.005)
 
-    def _log_size(self) -> int:
-        try:
-            return self.log_file.stat().st_size
-        except OSError:
-            return 0
-
-    def _log_suffix(self, offset: int = 0) -> str:
-        """The log's tail from ``offset`` on; else stderr's (errors before the log file is opened)."""
-        for path, start in ((self.log_file, offset), (self._stderr_file, 0)):
+    def _log_since(self, marks: dict[Path, int]) -> str:
+        """What the log file and stderr got since ``marks``."""
+        parts = []
+        for path in (self.log_file, self._stderr_file):
             try:
                 with path.open("rb") as fh:
-                    fh.seek(start)
+                    fh.seek(marks.get(path, 0))
+                    parts.append(fh.read().decode(errors="replace"))
+            except OSError:
+                continue
+        return "\n".join(parts)
+
+    def _log_marks(self) -> dict[Path, int]:
+        """Current sizes of the log and stderr files, to read only what a new process writes."""
+        marks = {}
+        for path in (self.log_file, self._stderr_file):
+            try:
+                marks[path] = path.stat().st_size
+            except OSError:
+                marks[path] = 0
+        return marks
+
+    def _log_suffix(self, marks: dict[Path, int] | None = None) -> str:
+        """The log's tail (since ``marks``); else stderr's (errors before the log file is opened)."""
+        for path in (self.log_file, self._stderr_file):
+            try:
+                with path.open("rb") as fh:
+                    fh.seek((marks or {}).get(path, 0))
                     tail = _tail(fh.read().decode(errors="replace"))
             except OSError:
                 continue
@@ -639,9 +675,9 @@ def _admin_sql(pg: PostgresInstance, *statements: str) -> None:
         engine.dispose()
 
 
-def _admin_query(pg: PostgresInstance, statement: str) -> list[tuple[Any, ...]]:
-    """Rows of one statement run as the superuser on the ``postgres`` database (autocommit)."""
-    conn = psycopg2.connect(
+def _admin_connect(pg: PostgresInstance) -> Any:
+    """A psycopg2 connection as the superuser to the ``postgres`` database (over TLS)."""
+    return psycopg2.connect(
         host=pg.host,
         port=pg.port,
         user=pg.admin_user,
@@ -650,6 +686,11 @@ def _admin_query(pg: PostgresInstance, statement: str) -> list[tuple[Any, ...]]:
         sslmode="require",
         connect_timeout=10,
     )
+
+
+def _admin_query(pg: PostgresInstance, statement: str) -> list[tuple[Any, ...]]:
+    """Rows of one statement run as the superuser on the ``postgres`` database (autocommit)."""
+    conn = _admin_connect(pg)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

@@ -107,7 +107,7 @@ def test_a_remote_postgresql_url_without_tls_is_refused_with_the_fix(query: str)
 
 
 def test_an_unpooled_url_without_tls_is_refused_too() -> None:
-    with pytest.raises(ValidationError, match="DATABASE_URL_UNPOOLED points at direct.example.com without TLS"):
+    with pytest.raises(ValidationError, match=r"DATABASE_URL_UNPOOLED points at direct\.example\.com without TLS"):
         load(
             database_url="postgresql://a:b@db.example.com/budget?sslmode=require",
             database_url_unpooled="postgresql://a:b@direct.example.com/budget",
@@ -256,7 +256,7 @@ def test_a_database_that_cannot_be_reached_gives_a_clear_error_after_a_bounded_w
             return session.execute(text("SELECT 1")).scalar_one()
 
         try:
-            with pytest.raises(DatabaseUnavailable, match="unavailable right now.*nothing was changed, try again"):
+            with pytest.raises(DatabaseUnavailable, match=r"unavailable right now.*nothing was changed, try again"):
                 run_in_transaction(make_session_factory(engine), read, policy=RetryPolicy(wait=0.3, first_delay=0.01))
         finally:
             engine.dispose()
