@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -63,11 +64,21 @@ class _MaskSecrets(logging.Filter):
 def _configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    secrets = [settings.url.password or ""] + [v for k, v in settings.url.query.items() if "password" in k.lower()]
-    handler.addFilter(_MaskSecrets([s for s in secrets if isinstance(s, str)]))
+    handler.addFilter(_MaskSecrets(_secrets(settings)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """Every password in the database URLs, as written and URL-encoded."""
+    found: list[str] = []
+    for url in (settings.url, settings.migration_url):
+        values = [url.password] + [v for k, v in url.query.items() if "password" in k.lower()]
+        for value in values:
+            if isinstance(value, str) and value:
+                found += [value, quote(value, safe=""), quote_plus(value)]
+    return sorted(set(found), key=len, reverse=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,12 +201,12 @@ def _host_patterns(name: str) -> list[str]:
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
     from . import tokens
-    from .db import make_engine, make_session_factory
+    from .db import EngineOptions, make_engine, make_session_factory
     from .errors import BudgetError
     from .transactions import migrate  # the schema must hold the tokens table
 
     migrate(settings)
-    engine = make_engine(settings.url)
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
     try:
         with make_session_factory(engine).begin() as session:
             if args.token_command == "create":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import unicodedata
 from datetime import date, datetime, tzinfo
 from pathlib import Path
@@ -24,7 +25,6 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
 # libpq sslmode values that never fall back to plaintext.
 TLS_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
 def env_var(field: str) -> str:
@@ -227,11 +227,19 @@ def is_neon_pooler_host(host: str | None) -> bool:
 
 
 def is_loopback(url: URL) -> bool:
-    """The URL's server is on this machine (a loopback address or a Unix socket)."""
+    """The URL's server is on this machine (a loopback address, ``localhost`` or a Unix socket)."""
     host = url.host or url.query.get("host") or ""
-    if isinstance(host, tuple):  # several hosts given as repeated query parameters
-        return all(h.startswith("/") or h in LOOPBACK_HOSTS or h.startswith("127.") for h in host)
-    return not host or host.startswith("/") or host in LOOPBACK_HOSTS or host.startswith("127.")
+    hosts = host if isinstance(host, tuple) else (host,)  # several hosts: repeated query parameters
+    return all(_is_local_host(h) for h in hosts)
+
+
+def _is_local_host(host: str) -> bool:
+    if not host or host.startswith("/") or host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name such as 127.example.com: not known to stay on this machine
+        return False
 
 
 def uses_tls_or_loopback(url: URL) -> bool:

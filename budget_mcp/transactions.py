@@ -15,6 +15,7 @@ correct answer or fail clearly, never half-apply a change:
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
@@ -41,6 +42,13 @@ T = TypeVar("T")
 
 # SQLSTATE 57014: the statement ran past statement_timeout (or was cancelled); running it again would too.
 _QUERY_CANCELED = "57014"
+# Connection failures that waiting will not cure (libpq gives them no SQLSTATE, only text): fail at once.
+_PERMANENT = re.compile(
+    r"authentication failed|does not exist|no pg_hba\.conf entry|SSL (is )?required|SSL off|"
+    r"server does not support SSL|certificate|unsupported startup parameter|could not translate host name|"
+    r"invalid (connection option|sslmode|port)|channel binding|permission denied",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,9 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, InterfaceError):  # e.g. "connection already closed"
         return True
     if isinstance(error, OperationalError):
-        return getattr(error.orig, "pgcode", None) != _QUERY_CANCELED
+        if getattr(error.orig, "pgcode", None) == _QUERY_CANCELED:
+            return False
+        return not _PERMANENT.search(str(error.orig))
     return False
 
 

@@ -16,7 +16,15 @@ from budget_mcp.db import make_engine, upgrade_schema
 from budget_mcp.server import build_server
 
 from helpers import empty_tables
-from pgserver import PostgresInstance, PostgresUnavailable, running_postgres
+from pgserver import (
+    NeonLab,
+    PgBouncerInstance,
+    PostgresInstance,
+    PostgresUnavailable,
+    running_neon_lab,
+    running_pgbouncer,
+    running_postgres,
+)
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -96,10 +104,6 @@ def db(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-# Neon lab fixtures (tests/pgserver.py).  The import sits here so the fixtures above stay untouched.
-from pgserver import NeonLab, PgBouncerInstance, running_neon_lab, running_pgbouncer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,19 @@ def _imports(module: Path) -> set[str]:
 
 
 # Each module may import only the modules to its right (and the leaves).
-LAYERS = ["cli", "doctor", "server", "transactions", "reports", "service", "tokens", "audit", "repository", "models", "db"]
+LAYERS = [
+    "cli",
+    "doctor",
+    "server",
+    "transactions",
+    "reports",
+    "service",
+    "tokens",
+    "audit",
+    "repository",
+    "models",
+    "db",
+]
 LEAVES = {"schemas", "errors", "money", "config", "periods"}
 
 

@@ -96,10 +96,20 @@ def test_a_pooled_engine_checks_recycles_and_bounds_its_connections_without_star
 # --- TLS ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query", ["", "?sslmode=disable", "?sslmode=prefer", "?sslmode=allow"])
-def test_a_remote_postgresql_url_without_tls_is_refused_with_the_fix(query: str) -> None:
+@pytest.mark.parametrize(
+    ("host", "query"),
+    [
+        ("db.example.com", ""),
+        ("db.example.com", "?sslmode=disable"),
+        ("db.example.com", "?sslmode=prefer"),
+        ("db.example.com", "?sslmode=allow"),
+        ("127.attacker.example", ""),  # a name that only looks like a loopback address
+        ("10.0.0.5", ""),
+    ],
+)
+def test_a_remote_postgresql_url_without_tls_is_refused_with_the_fix(host: str, query: str) -> None:
     with pytest.raises(ValidationError) as caught:
-        load(database_url=f"postgresql://alex:{PASSWORD}@db.example.com/budget{query}")
+        load(database_url=f"postgresql://alex:{PASSWORD}@{host}/budget{query}")
     message = str(caught.value)
     assert "without TLS" in message and "sslmode=require" in message
     assert "BUDGET_MCP_ALLOW_INSECURE_DATABASE" in message
@@ -261,6 +271,24 @@ def test_a_database_that_cannot_be_reached_gives_a_clear_error_after_a_bounded_w
         finally:
             engine.dispose()
     assert len(attempts) >= 2  # it retried before giving up
+
+
+def test_a_wrong_password_fails_at_once_instead_of_waiting(postgres: PostgresInstance) -> None:
+    url = postgres.url().replace(f":{postgres.app_password}@", ":not-the-password@")
+    settings = make_settings(url)
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    attempts = []
+
+    def read(session: Session) -> int:
+        attempts.append(1)
+        return session.execute(text("SELECT 1")).scalar_one()
+
+    try:
+        with pytest.raises(OperationalError, match="password authentication failed"):
+            run_in_transaction(make_session_factory(engine), read, policy=RetryPolicy(wait=30))
+    finally:
+        engine.dispose()
+    assert len(attempts) == 1
 
 
 def test_a_dry_run_is_rolled_back_and_leaves_no_change(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ from typing import Any
 
 import psycopg2
 import pytest
-from faultproxy import FaultProxy
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from faultproxy import FaultProxy
 from pgserver import (
     NeonLab,
     PgBouncerInstance,
