@@ -163,40 +163,20 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve_http(settings: Settings, args: argparse.Namespace) -> int:
-    from mcp.server.transport_security import TransportSecuritySettings
-
-    from .server import build_server
+    from .server import run_http
 
     host, port = args.host, args.port
     if not 0 < port < 65536:
         raise SystemExit(f"budget-mcp: --port {port}: use a port between 1 and 65535")
-    allowed = list(args.allowed_host)
-    if host not in LOOPBACK_BINDS and not allowed:
+    if host not in LOOPBACK_BINDS and not args.allowed_host:
         raise SystemExit(
             f"budget-mcp: --host {host} is reachable from other machines; name the host names clients use "
             "with --allowed-host (e.g. --allowed-host budget.example.com), so DNS-rebinding protection can "
             "stay on"
         )
-    if host in LOOPBACK_BINDS:
-        allowed += ["127.0.0.1", "localhost", "[::1]"]
-    hosts = sorted({pattern for name in allowed for pattern in _host_patterns(name)})
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=hosts,
-        allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
-    )
-    display_host = f"[{host}]" if ":" in host else host
-    url = f"http://{display_host}:{port}"
-    logger.info("budget-mcp %s serving %s/mcp on %s", __version__, url, settings.redacted_url)
-    server = build_server(settings, token_auth_url=url)
-    server.run("streamable-http", host=host, port=port, stateless_http=True, transport_security=security)
+    allowed = list(args.allowed_host) + (["127.0.0.1", "localhost", "[::1]"] if host in LOOPBACK_BINDS else [])
+    run_http(settings, host=host, port=port, allowed_hosts=allowed)
     return 0
-
-
-def _host_patterns(name: str) -> list[str]:
-    """Host header values to accept for ``name``: as given if it names a port, else with any port or none."""
-    has_port = name.rsplit("]", 1)[-1].count(":") == 1 if name.startswith("[") else name.count(":") == 1
-    return [name] if has_port else [name, f"{name}:*"]
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:

@@ -83,6 +83,11 @@ class EngineOptions:
     statement_timeout: float = 30.0
     connect_timeout: int = 10
 
+    @property
+    def max_connections(self) -> int:
+        """The most connections one engine opens: the pool plus as many again under load."""
+        return self.pool_size * 2
+
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
         return cls(
@@ -118,7 +123,7 @@ def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
     engine = create_engine(
         url,
         pool_size=options.pool_size,
-        max_overflow=options.pool_size,
+        max_overflow=options.max_connections - options.pool_size,
         pool_timeout=10,
         pool_pre_ping=True,
         pool_recycle=240,  # under Neon's five-minute idle suspend

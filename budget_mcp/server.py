@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -23,6 +23,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -200,8 +201,12 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+        options = EngineOptions.from_settings(settings)
+        engine = make_engine(settings.url, options)
         logger.info("database %s", settings.redacted_url)
+        # Tools run in worker threads, one connection each: as many workers as the pool has connections,
+        # so a burst of calls queues for a worker instead of timing out waiting for a connection.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = options.max_connections
         try:
             await anyio.to_thread.run_sync(migrate, settings, policy)
             caller = Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
@@ -243,6 +248,28 @@ def build_server(
     _compact_tool_schemas(server)
     refuse_unknown_arguments.server = server
     return server
+
+
+def run_http(settings: Settings, *, host: str, port: int, allowed_hosts: Sequence[str]) -> None:
+    """Serve streamable HTTP at /mcp, stateless (any process can answer any request, so processes scale
+    out behind a load balancer), bearer tokens required, DNS-rebinding protection on for ``allowed_hosts``
+    (names as clients write them in the Host header, with or without a port)."""
+    patterns = sorted({pattern for name in allowed_hosts for pattern in _host_patterns(name)})
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=patterns,
+        allowed_origins=[f"{scheme}://{h}" for h in patterns for scheme in ("http", "https")],
+    )
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    logger.info("budget-mcp %s serving %s/mcp on %s", __version__, url, settings.redacted_url)
+    server = build_server(settings, token_auth_url=url)
+    server.run("streamable-http", host=host, port=port, stateless_http=True, transport_security=security)
+
+
+def _host_patterns(name: str) -> list[str]:
+    """Host header values to accept for ``name``: as given if it names a port, else with any port or none."""
+    has_port = name.rsplit("]", 1)[-1].count(":") == 1 if name.startswith("[") else name.count(":") == 1
+    return [name] if has_port else [name, f"{name}:*"]
 
 
 def _compact_tool_schemas(server: MCPServer[AppState]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from mcp import Client
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from budget_mcp.config import Settings
 from budget_mcp.db import make_engine, upgrade_schema
@@ -26,7 +27,12 @@ from pgserver import (
     running_postgres,
 )
 
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = ["sqlite", "postgresql", "pooled"]
+"""Every behaviour test runs on a fresh SQLite file, on the test PostgreSQL directly, and on the same
+PostgreSQL through PgBouncer in transaction mode (as a Neon pooled endpoint)."""
+
+# Pooled URLs handed out by the fixtures, and the direct URL of the same database (for migrations).
+_DIRECT_URL_OF: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -58,13 +64,24 @@ def postgres_url(postgres: PostgresInstance) -> str:
     return url
 
 
+def connect_as(request: pytest.FixtureRequest, backend: str, direct_url: str) -> str:
+    """The URL a ``backend`` test connects with: ``direct_url`` itself, or for "pooled" the same database
+    through the session's PgBouncer (settings made by make_settings then migrate over the direct URL)."""
+    if backend != "pooled":
+        return direct_url
+    pooler: PgBouncerInstance = request.getfixturevalue("pooler")
+    pooled = pooler.url(make_url(direct_url).database)
+    _DIRECT_URL_OF[pooled] = direct_url
+    return pooled
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    """Each behaviour test runs twice: on a fresh SQLite file and on the test PostgreSQL."""
+    """Each behaviour test runs three times: SQLite, PostgreSQL direct, PostgreSQL through PgBouncer."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'budget.sqlite3'}"
         return
-    url = request.getfixturevalue("postgres_url")
+    url = connect_as(request, request.param, request.getfixturevalue("postgres_url"))
     empty_tables(url)
     try:
         yield url
@@ -80,6 +97,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "timezone": "UTC",
         "log_level": "WARNING",
     }
+    if database_url in _DIRECT_URL_OF:
+        values.update(pooled=True, database_url_unpooled=_DIRECT_URL_OF[database_url])
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

@@ -274,6 +274,7 @@ def test_an_unreachable_postgresql_exits_1_with_a_clear_message_and_no_password(
     port = closed_port()
     monkeypatch.setenv("DATABASE_URL", f"postgresql://alex:{PASSWORD}@127.0.0.1:{port}/budget?sslmode=require")
     monkeypatch.setenv("BUDGET_MCP_LOG_LEVEL", log_level)
+    monkeypatch.setenv("BUDGET_MCP_DATABASE_WAIT", "0.2")  # how long it retries is tested in test_engine
     assert main(["db", "upgrade"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -288,6 +289,7 @@ def test_serving_with_an_unreachable_postgresql_exits_1_with_a_clear_message_and
 ) -> None:
     env = clean_env(
         DATABASE_URL=f"postgresql://alex:{PASSWORD}@127.0.0.1:{closed_port()}/budget?sslmode=require",
+        BUDGET_MCP_DATABASE_WAIT="0.2",
         HOME=str(tmp_path),
     )
     done = subprocess.run(

@@ -23,7 +23,7 @@ from budget_mcp.config import Settings
 from budget_mcp.db import MIGRATIONS_DIR, Base, make_engine, upgrade_schema
 from budget_mcp.schemas import category_key
 
-from conftest import BACKENDS
+from conftest import BACKENDS, connect_as
 from pgserver import PostgresInstance
 
 TABLES = {"users", "categories", "expenses", "budgets", "changes", "change_items", "api_tokens"}
@@ -38,7 +38,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     else:
         postgres: PostgresInstance = request.getfixturevalue("postgres")
         name = f"migrations_{uuid.uuid4().hex[:12]}"
-        url = postgres.create_database(name)
+        url = connect_as(request, request.param, postgres.create_database(name))
     engine = make_engine(Settings(database_url=url, _env_file=None).url)  # type: ignore[call-arg]
     try:
         yield engine

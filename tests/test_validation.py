@@ -26,7 +26,7 @@ from sqlalchemy import Engine, text
 from budget_mcp.db import Base, make_engine
 from budget_mcp.server import build_server
 
-from conftest import BACKENDS, make_settings
+from conftest import BACKENDS, connect_as, make_settings
 from helpers import LUNCH, fails, ok, seed_categories, snapshot
 
 pytestmark = pytest.mark.anyio
@@ -82,7 +82,7 @@ def shared_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         return
     postgres = request.getfixturevalue("postgres")
     postgres.drop_database("budget_validation")
-    url: str = postgres.create_database("budget_validation")
+    url = connect_as(request, request.param, postgres.create_database("budget_validation"))
     try:
         yield url
     finally:
