@@ -28,6 +28,8 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, reports, service, tokens
 from .config import Settings
@@ -179,10 +181,36 @@ class _TokenVerifier:
                     state.session_factory, lambda session: tokens.user_for_token(session, token), policy=state.policy
                 )
             )
-        except (BudgetError, SQLAlchemyError):
-            logger.exception("could not check a bearer token; refusing the request")
-            return None
+        except (BudgetError, SQLAlchemyError) as error:
+            # Not the token's fault: answering 401 would tell the client to throw a good token away.
+            logger.warning("could not check a bearer token: %s", error)
+            raise _TokenCheckUnavailable from error
         return AccessToken(token=token, client_id=user, scopes=[]) if user is not None else None
+
+
+class _TokenCheckUnavailable(Exception):
+    """The database could not say whether a bearer token is valid."""
+
+
+class _AnswerUnavailable:
+    """ASGI middleware: a token that could not be checked gets 503 and Retry-After, not 401 or 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except _TokenCheckUnavailable:
+            response = JSONResponse(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "the database is unavailable right now; try again in a minute",
+                },
+                status_code=503,
+                headers={"Retry-After": "30"},
+            )
+            await response(scope, receive, send)
 
 
 def build_server(
@@ -262,8 +290,15 @@ def run_http(settings: Settings, *, host: str, port: int, allowed_hosts: Sequenc
     )
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
     logger.info("budget-mcp %s serving %s/mcp on %s", __version__, url, settings.redacted_url)
-    server = build_server(settings, token_auth_url=url)
-    server.run("streamable-http", host=host, port=port, stateless_http=True, transport_security=security)
+    import uvicorn  # only the HTTP server needs it
+
+    app = build_server(settings, token_auth_url=url).streamable_http_app(
+        stateless_http=True, transport_security=security, host=host
+    )
+    app.add_middleware(_AnswerUnavailable)
+    # log_config=None: uvicorn logs through the root logger, so to stderr through the secret-masking
+    # handler; no access log (a mistaken token in a query string would land in it).
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 def _host_patterns(name: str) -> list[str]:

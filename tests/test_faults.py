@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import httpx2
 import pytest
 from mcp import Client
 from sqlalchemy import Engine, create_engine, text
@@ -26,6 +27,7 @@ from budget_mcp.server import build_server
 from conftest import make_settings
 from faultproxy import FaultProxy
 from helpers import fails, ok
+from httpserver import create_token, post, running_http_server, tool_call
 from pgserver import NeonLab
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -394,3 +396,32 @@ async def test_two_agents_sharing_one_server_connection_see_only_their_own_work(
     # keeps them per client); everything else came from budget-mcp and must not touch session state.
     ours = [s for s in statements if not PGBOUNCER_PARAMETER_SYNC.match(s)]
     assert [s for s in ours if FORBIDDEN.search(s)] == []
+
+
+# --- over HTTP ----------------------------------------------------------------------------------------
+
+
+def test_over_http_a_suspended_database_answers_503_not_401_and_the_token_works_again_after(
+    neon_lab: NeonLab, database: str, tmp_path: Path
+) -> None:
+    """A token that cannot be checked is not a bad token: the client must not be told to throw it away."""
+    env = {
+        "DATABASE_URL_UNPOOLED": neon_lab.direct_url(database),
+        "BUDGET_MCP_POOLED": "true",
+        "BUDGET_MCP_DATABASE_WAIT": "0.5",
+    }
+    with running_http_server(neon_lab.pooled_url(database), tmp_path, env=env) as server:
+        issued = create_token(neon_lab.pooled_url(database), "alice")
+        body = tool_call("list_categories")
+        with httpx2.Client(timeout=30) as http:
+            assert post(http, server.url, body, issued.headers).status_code == 200
+            neon_lab.suspend()
+            try:
+                down = post(http, server.url, body, issued.headers)
+            finally:
+                neon_lab.resume()
+            assert down.status_code == 503
+            assert down.headers["retry-after"] == "30"
+            assert "unavailable" in down.json()["error_description"]
+            assert post(http, server.url, body, issued.headers).status_code == 200
+            assert post(http, server.url, body, {"Authorization": "Bearer bmcp_unknown"}).status_code == 401

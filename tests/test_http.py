@@ -1,5 +1,6 @@
 """End to end over streamable HTTP: real ``budget-mcp serve --transport http`` processes (stateless, bearer
-tokens) on SQLite and on the test PostgreSQL, driven by the SDK's client and by raw HTTP requests.
+tokens) on SQLite, on the test PostgreSQL and on the same PostgreSQL through PgBouncer in transaction mode
+(a Neon pooled endpoint), driven by the SDK's client and by raw HTTP requests.
 
 One server per backend serves the whole module (a second one only for the stateless test), so every test
 makes its own users and tokens (``fresh_user``) and compares whole-database snapshots where it claims that
@@ -11,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +26,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
 from budget_mcp.config import Settings
 from budget_mcp.db import make_engine
@@ -54,9 +57,17 @@ TOKEN_PATTERN = re.compile(r"bmcp_[A-Za-z0-9_-]{43}")
 
 @dataclass
 class Backend:
+    """A database, and how the servers and the CLI reach it (on "pooled": through PgBouncer, migrating
+    over the direct URL, as on a Neon pooled endpoint). ``url`` is the direct URL the checks use."""
+
     name: str
     url: str
     workdir: Path
+    serve_url: str = ""
+    serve_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.serve_url = self.serve_url or self.url
 
     def database_files(self) -> list[Path]:
         """SQLite: the database file and its journal/WAL companions."""
@@ -64,8 +75,22 @@ class Backend:
         path = Path(self.url.removeprefix("sqlite:///"))
         return sorted(p for p in path.parent.glob(path.name + "*") if p.is_file())
 
+    def server(self, name: str, **settings: str) -> AbstractContextManager[HttpServer]:
+        return running_http_server(self.serve_url, self.workdir / name, name=name, env={**self.serve_env, **settings})
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``budget-mcp ARGS`` configured like the servers."""
+        return run_cli(args, self.serve_url, self.workdir, **self.serve_env)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "sqlite",
+        pytest.param("postgresql", marks=pytest.mark.postgres),
+        pytest.param("pooled", marks=pytest.mark.postgres),
+    ],
+)
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """A database of the module's own (the servers create its schema when they start)."""
     workdir = tmp_path_factory.mktemp(f"http-{request.param}")
@@ -73,24 +98,30 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield Backend("sqlite", f"sqlite:///{workdir / 'budget.sqlite3'}", workdir)
         return
     postgres = request.getfixturevalue("postgres")
-    postgres.drop_database("budget_http")
-    url = postgres.create_database("budget_http")
+    name = f"budget_http_{request.param}"
+    postgres.drop_database(name)
+    url = postgres.create_database(name)
+    backend = Backend(request.param, url, workdir)
+    if request.param == "pooled":
+        backend.serve_url = request.getfixturevalue("pooler").url(name)
+        backend.serve_env = {"DATABASE_URL_UNPOOLED": url, "BUDGET_MCP_POOLED": "true"}
     try:
-        yield Backend("postgresql", url, workdir)
+        yield backend
     finally:
-        postgres.drop_database("budget_http")
+        postgres.drop_database(name)
 
 
 @pytest.fixture(scope="module")
 def server(backend: Backend) -> Iterator[HttpServer]:
-    with running_http_server(backend.url, backend.workdir / "server-1", name="server-1") as started:
+    """Logging at DEBUG, so the last test can show that even then no token or password reaches the log."""
+    with backend.server("server-1", BUDGET_MCP_LOG_LEVEL="DEBUG") as started:
         yield started
 
 
 @pytest.fixture(scope="module")
 def second_server(backend: Backend, server: HttpServer) -> Iterator[HttpServer]:
     """Another process on the same database (only the stateless test starts it)."""
-    with running_http_server(backend.url, backend.workdir / "server-2", name="server-2") as started:
+    with backend.server("server-2") as started:
         yield started
 
 
@@ -115,8 +146,20 @@ def fresh_user(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+ISSUED: list[str] = []  # every token the module's tests made through account(), for the log check
+
+
 def account(backend: Backend, prefix: str) -> IssuedToken:
-    return create_token(backend.url, fresh_user(prefix))
+    issued = create_token(backend.url, fresh_user(prefix))
+    ISSUED.append(issued.token)
+    return issued
+
+
+def logged_secrets(server: HttpServer, *secrets: str) -> list[str]:
+    """Which of ``secrets`` (or a 16-character piece of one) appear in the server's stderr."""
+    log = server.stderr_text()
+    assert log, "the server log is empty: is it logging at all?"
+    return [secret for secret in secrets if secret and (secret in log or secret[-16:] in log or secret[:16] in log)]
 
 
 def user_rows(engine: Engine, user: str) -> dict[str, int]:
@@ -485,7 +528,7 @@ async def test_token_revoke_takes_effect_for_the_very_next_request(
     revoked = create_token(backend.url, kept.user, "laptop")  # a second token of the same user
     async with mcp_client(server.url, revoked.token) as client:
         await ok(client, "create_category", name="Food")
-        done = run_cli(["token", "revoke", str(revoked.id)], backend.url, backend.workdir)
+        done = backend.cli("token", "revoke", str(revoked.id))
         assert done.returncode == 0, done.stderr
         assert done.stdout == f"token {revoked.id} of user {kept.user!r} is revoked\n"
         before = snapshot(db)
@@ -605,7 +648,7 @@ def test_token_create_prints_the_token_only_on_stdout_and_stores_only_its_sha256
     backend: Backend, server: HttpServer, db: Engine, http: httpx2.Client
 ) -> None:
     user = fresh_user("kate")
-    done = run_cli(["token", "create", "--user", user, "--label", "kate's laptop"], backend.url, backend.workdir)
+    done = backend.cli("token", "create", "--user", user, "--label", "kate's laptop")
     assert done.returncode == 0, done.stderr
     token = done.stdout.removesuffix("\n")
     assert TOKEN_PATTERN.fullmatch(token), done.stdout
@@ -644,7 +687,7 @@ def test_token_list_shows_ids_users_labels_and_state_but_never_a_token(
     first = create_token(backend.url, fresh_user("liam"), "desktop")
     second = create_token(backend.url, fresh_user("mona"))
     revoke_token(backend.url, second.id)
-    done = run_cli(["token", "list"], backend.url, backend.workdir)
+    done = backend.cli("token", "list")
     assert done.returncode == 0, done.stderr
     lines = {int(line.split()[0]): line for line in done.stdout.splitlines()}
     assert first.user in lines[first.id] and "active" in lines[first.id] and "desktop" in lines[first.id]
@@ -661,11 +704,11 @@ def test_token_revoke_of_an_unknown_id_fails_with_a_clear_message_and_changes_no
     backend: Backend, server: HttpServer, db: Engine
 ) -> None:
     before = snapshot(db)
-    done = run_cli(["token", "revoke", "987654"], backend.url, backend.workdir)
+    done = backend.cli("token", "revoke", "987654")
     assert done.returncode != 0
     assert done.stdout == ""
     assert done.stderr == "budget-mcp: no token 987654; `budget-mcp token list` shows the tokens\n"
-    blank = run_cli(["token", "create", "--user", "  "], backend.url, backend.workdir)
+    blank = backend.cli("token", "create", "--user", "  ")
     assert blank.returncode != 0 and blank.stdout == ""
     assert "--user NAME" in blank.stderr
     assert snapshot(db) == before
@@ -749,3 +792,21 @@ async def test_two_server_processes_serve_one_client_alternately_without_session
             assert "mcp-session-id" not in response.headers
             assert not rpc_result(response)["result"]["isError"]
     assert user_rows(db, issued.user)["expenses"] == 4
+
+
+# --- secrets and the log ---------------------------------------------------------------------------------
+
+
+def test_the_server_log_never_carries_a_token_or_the_database_password(
+    backend: Backend, server: HttpServer, http: httpx2.Client
+) -> None:
+    """The module's server logs at DEBUG; tokens (valid, revoked, unknown) and the password stay out of it."""
+    valid, revoked = account(backend, "olga"), account(backend, "pete")
+    revoke_token(backend.url, revoked.id)
+    unknown = "bmcp_" + uuid.uuid4().hex + "Zz9"
+    for headers in (valid.headers, revoked.headers, {"Authorization": f"Bearer {unknown}"}):
+        post(http, server.url, tool_call("create_category", name="Logged?"), headers)
+        post(http, server.url, tool_call("get_expense", expense_id=999_999_999), headers)
+    secrets = [token.removeprefix("bmcp_") for token in (*ISSUED, unknown)]
+    password = make_url(backend.url).password
+    assert not logged_secrets(server, *secrets, *([password] if password else []))
