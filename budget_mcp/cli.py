@@ -123,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         "database is reachable, TLS, server version, pooled or direct, migration state and round-trip latency. "
         "Exits 1 when something needs fixing.",
     )
+    skills = commands.add_parser("skills", help="install the Claude Code skills that ship with budget-mcp")
+    skills_commands = skills.add_subparsers(dest="skills_command", metavar="{install}", required=True)
+    install = skills_commands.add_parser(
+        "install",
+        help="copy the skills into ~/.claude/skills (or a project's .claude/skills)",
+        description="Copies budget-analyst and database-deployment into ~/.claude/skills/, or with --project DIR "
+        "into DIR/.claude/skills/. Running it again upgrades them; a copy you changed is kept unless --force.",
+    )
+    install.add_argument("--project", type=Path, metavar="DIR", help="install into DIR/.claude/skills instead")
+    install.add_argument("--force", action="store_true", help="replace copies that were changed after install")
     token = commands.add_parser("token", help="manage the HTTP server's bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="{create,list,revoke}", required=True)
     create = token_commands.add_parser("create", help="create a token for a user and print it (shown only once)")
@@ -217,6 +227,21 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_skills(project: Path | None, *, force: bool) -> int:
+    from .skills import install_skills, skills_source, skills_target
+
+    if project is not None and not project.is_dir():
+        raise SystemExit(f"budget-mcp: --project {project}: no such directory")
+    try:
+        results = install_skills(skills_source(), skills_target(project), force=force)
+    except OSError as error:
+        raise SystemExit(f"budget-mcp: cannot install the skills: {error}") from None
+    for result in results:
+        note = " (changed since it was installed; --force replaces it)" if result.outcome == "kept" else ""
+        print(f"{result.skill:<22} {result.outcome:<11} {result.path}{note}")
+    return 1 if any(result.outcome == "kept" for result in results) else 0
+
+
 def _doctor(settings: Settings, env_file: Path | None) -> int:
     from .doctor import run_doctor
 
@@ -280,6 +305,8 @@ def _database_error(raised: BaseException) -> SQLAlchemyError | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "skills":  # needs no settings or database
+        return _install_skills(args.project, force=args.force)
     settings = _load_settings(args.env_file)
     _configure_logging(settings)
     try:

@@ -24,7 +24,7 @@ from budget_mcp.db import Base
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-Pa55word"
-SUBCOMMANDS = ("serve", "db", "info", "doctor", "token")
+SUBCOMMANDS = ("serve", "db", "info", "doctor", "token", "skills")
 
 
 def setting_names() -> set[str]:

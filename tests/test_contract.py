@@ -135,7 +135,7 @@ LAYERS = [
     "models",
     "db",
 ]
-LEAVES = {"schemas", "errors", "money", "config", "periods"}
+LEAVES = {"schemas", "errors", "money", "config", "periods", "skills"}
 
 
 @pytest.mark.parametrize(
