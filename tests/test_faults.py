@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -245,48 +245,52 @@ def _refused(lab: NeonLab) -> bool:
 # --- during a call ------------------------------------------------------------------------------------
 
 
+async def stopped_tea(
+    client: Client, lab: NeonLab, database: str, *, at_commit: bool, fault: Callable[[int, Any], None]
+) -> dict[str, Any]:
+    """Record a Tea expense while a trap stops it at its INSERT or at COMMIT; once it is stopped, run
+    ``fault(pid, lock)`` in a thread (which must release the lock). Returns the tool's answer."""
+    install_trap(lab, database, at_commit=at_commit)
+    query = "COMMIT" if at_commit else "INSERT%"
+    results: list[dict[str, Any]] = []
+    with held_lock(lab, database) as lock:
+
+        async def call() -> None:
+            results.append(await ok(client, "create_expense", **expense("Tea", "3.00")))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)
+            pid = await anyio.to_thread.run_sync(
+                lambda: wait_until(lambda: backend_waiting_on_lock(lab, database, query), query)
+            )
+            await anyio.to_thread.run_sync(fault, pid, lock)
+    return results[0]
+
+
 async def test_a_write_cut_mid_statement_is_retried_and_stored_exactly_once(neon_lab: NeonLab, database: str) -> None:
+    def kill(pid: int, lock: Any) -> None:
+        terminate(neon_lab, database, pid)
+        lock.release()
+
     async with agent(lab_settings(neon_lab, database)) as client:
         first = await seeded(client)
-        install_trap(neon_lab, database, at_commit=False)
-        results: list[dict[str, Any]] = []
-        with held_lock(neon_lab, database) as lock:
-
-            async def call() -> None:
-                results.append(await ok(client, "create_expense", **expense("Tea", "3.00")))
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(call)
-                pid = await anyio.to_thread.run_sync(
-                    lambda: wait_until(lambda: backend_waiting_on_lock(neon_lab, database, "INSERT%"), "the INSERT")
-                )
-                await anyio.to_thread.run_sync(terminate, neon_lab, database, pid)
-                lock.release()
-    assert expense_rows(neon_lab, database) == [row(first["id"], "Coffee"), row(results[0]["id"], "Tea", 300)]
+        tea = await stopped_tea(client, neon_lab, database, at_commit=False, fault=kill)
+    assert expense_rows(neon_lab, database) == [row(first["id"], "Coffee"), row(tea["id"], "Tea", 300)]
     assert len(change_rows(neon_lab, database)) == 3
 
 
 async def test_a_commit_cut_before_it_completed_is_run_again_and_stored_once(
     neon_lab: NeonLab, database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    def kill(pid: int, lock: Any) -> None:
+        terminate(neon_lab, database, pid)  # the COMMIT never happens
+        lock.release()
+
     async with agent(lab_settings(neon_lab, database)) as client:
         first = await seeded(client)
-        install_trap(neon_lab, database, at_commit=True)
-        results: list[dict[str, Any]] = []
-        with held_lock(neon_lab, database) as lock:
-
-            async def call() -> None:
-                results.append(await ok(client, "create_expense", **expense("Tea", "3.00")))
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(call)
-                pid = await anyio.to_thread.run_sync(
-                    lambda: wait_until(lambda: backend_waiting_on_lock(neon_lab, database, "COMMIT"), "the COMMIT")
-                )
-                await anyio.to_thread.run_sync(terminate, neon_lab, database, pid)  # the COMMIT never happens
-                lock.release()
+        tea = await stopped_tea(client, neon_lab, database, at_commit=True, fault=kill)
     assert "the lost COMMIT had not happened" in caplog.text
-    assert expense_rows(neon_lab, database) == [row(first["id"], "Coffee"), row(results[0]["id"], "Tea", 300)]
+    assert expense_rows(neon_lab, database) == [row(first["id"], "Coffee"), row(tea["id"], "Tea", 300)]
     assert len(change_rows(neon_lab, database)) == 3
 
 
@@ -296,30 +300,19 @@ async def test_a_commit_whose_answer_was_lost_is_answered_not_written_twice(
     """The worst case: COMMIT reached the database and succeeded, but the connection dropped before the
     answer came back. The retry finds the call's request key and answers with the stored expense."""
     with FaultProxy("127.0.0.1", neon_lab.pooler.port) as proxy:
+
+        def lose_the_answer(pid: int, lock: Any) -> None:
+            proxy.freeze_replies()  # the database's answer to COMMIT will never arrive
+            lock.release()
+            wait_until(lambda: _committed(neon_lab, database, pid), "the COMMIT to finish")
+            proxy.cut()
+            proxy.heal()
+
         through_proxy = neon_lab.pooled_url(database).replace(f":{neon_lab.pooler.port}/", f":{proxy.port}/")
         async with agent(lab_settings(neon_lab, database, url=through_proxy)) as client:
             first = await seeded(client)
-            install_trap(neon_lab, database, at_commit=True)
-            results: list[dict[str, Any]] = []
-            with held_lock(neon_lab, database) as lock:
-
-                async def call() -> None:
-                    results.append(await ok(client, "create_expense", **expense("Tea", "3.00")))
-
-                async with anyio.create_task_group() as group:
-                    group.start_soon(call)
-                    pid = await anyio.to_thread.run_sync(
-                        lambda: wait_until(lambda: backend_waiting_on_lock(neon_lab, database, "COMMIT"), "the COMMIT")
-                    )
-                    proxy.freeze_replies()  # the database's answer to COMMIT will never arrive
-                    lock.release()
-                    await anyio.to_thread.run_sync(
-                        lambda: wait_until(lambda: _committed(neon_lab, database, pid), "the COMMIT to finish")
-                    )
-                    proxy.cut()
-                    proxy.heal()
-    stored = expense_rows(neon_lab, database)
-    assert stored == [row(first["id"], "Coffee"), row(results[0]["id"], "Tea", 300)]
+            tea = await stopped_tea(client, neon_lab, database, at_commit=True, fault=lose_the_answer)
+    assert expense_rows(neon_lab, database) == [row(first["id"], "Coffee"), row(tea["id"], "Tea", 300)]
     assert len(change_rows(neon_lab, database)) == 3
     assert "the lost COMMIT had succeeded" in caplog.text  # answered from the first attempt, not run again
 
