@@ -28,7 +28,8 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, reports, service, tokens
@@ -268,6 +269,8 @@ def build_server(
         middleware=[refuse_unknown_arguments],
         **auth,
     )
+    if token_auth_url is not None:
+        _register_health_check(server, running)
     _register_read_tools(server)
     if not settings.read_only:
         _register_write_tools(server)
@@ -276,6 +279,17 @@ def build_server(
     _compact_tool_schemas(server)
     refuse_unknown_arguments.server = server
     return server
+
+
+def _register_health_check(server: MCPServer[AppState], running: _Running) -> None:
+    @server.custom_route("/healthz", methods=["GET"])
+    async def healthz(_request: Request) -> Response:
+        """For load balancers: 200 once the process has started (schema migrated), 503 before. No token
+        needed; the database is not queried (one slow database must not take every process out of rotation)."""
+        ready = running.state is not None
+        return JSONResponse(
+            {"status": "ok" if ready else "starting", "version": __version__}, status_code=200 if ready else 503
+        )
 
 
 def run_http(settings: Settings, *, host: str, port: int, allowed_hosts: Sequence[str]) -> None:

@@ -28,6 +28,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from sqlalchemy import Engine, make_url, text
 
+from budget_mcp import __version__
 from budget_mcp.config import Settings
 from budget_mcp.db import make_engine
 
@@ -580,6 +581,14 @@ def test_a_foreign_host_gets_421_and_a_foreign_origin_403_even_with_a_valid_toke
         )
         assert not rpc_result(response)["result"]["isError"], headers
     assert user_rows(db, issued.user)["categories"] == 4
+
+
+def test_a_load_balancer_health_check_needs_no_token_and_reveals_no_data(
+    server: HttpServer, http: httpx2.Client
+) -> None:
+    response = http.get(f"{server.base_url}/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": __version__}
 
 
 def test_serving_on_all_interfaces_without_allowed_host_is_refused(tmp_path: Path) -> None:
