@@ -358,7 +358,9 @@ class BudgetChange(ChangeReceipt):
 class Pace(BaseModel):
     """How spending so far compares with an even spread over the month (current month only)."""
 
-    expected_by_today: SignedMoneyText = Field(description="The limit times the share of the month passed.")
+    expected_by_today: SignedMoneyText = Field(
+        description="What is available (limit plus carried over) times the share of the month passed."
+    )
     projected_month_end: MoneyText = Field(description="Spending so far extrapolated to the whole month.")
     on_track: bool = Field(description="Spent so far is at most expected_by_today.")
 

@@ -454,7 +454,8 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
     def search_expenses(
         ctx: AppContext,
         text: Annotated[
-            Description | None, Field(description="Words to find in description, merchant or notes (any case).")
+            Description | None,
+            Field(description="Text found as written (one phrase, any case) in description, merchant or notes."),
         ] = None,
         category: OptionalCategory = None,
         merchant: Annotated[Merchant | None, Field(description="Exactly this merchant (any case).")] = None,
@@ -564,7 +565,8 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         limit: Annotated[int, Field(ge=1, le=100, description="How many, 1-100.")] = 10,
         category: OptionalCategory = None,
         currency: Annotated[
-            CurrencyCode | None, Field(description="Rank in this currency; default: the period's main one.")
+            CurrencyCode | None,
+            Field(description="Rank in this currency; default: the one with the most expenses in the period."),
         ] = None,
         cursor: Cursor | None = None,
     ) -> TopExpenses:
@@ -604,7 +606,8 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
     write = _annotations(read_only=False)
     destructive = _annotations(read_only=False, destructive=True)
 
-    @server.tool(title="Record an expense", annotations=_annotations(read_only=False, idempotent=True))
+    # Not idempotent as such: only a call that repeats an idempotency_key is (a plain repeat records twice).
+    @server.tool(title="Record an expense", annotations=write)
     def create_expense(
         amount: Amount,
         description: Description,
