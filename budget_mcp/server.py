@@ -349,7 +349,9 @@ def _compact_schema(schema: Any) -> None:
 
 class _RefuseUnknownArguments:
     """Refuse a tool call with an argument the tool does not have (say ``merchnat``): the SDK would drop
-    it silently, and the expense would be stored without what the agent meant to record."""
+    it silently, and the expense would be stored without what the agent meant to record. Arguments the
+    schema rejects are answered here too, as "name: what is wrong" lines instead of pydantic's dump
+    (model names, input values, documentation URLs) that the SDK would send."""
 
     def __init__(self) -> None:
         self.server: MCPServer[AppState] | None = None
@@ -371,6 +373,13 @@ class _RefuseUnknownArguments:
                     f"{', '.join(map(repr, unknown))}; {tool} takes {', '.join(sorted(known or ()))}"
                 )
                 return CallToolResult(content=[TextContent(text=message)], is_error=True)
+            found = self.server._tool_manager.get_tool(tool) if self.server and isinstance(tool, str) else None
+            if found is not None:
+                try:
+                    found.fn_metadata.validate_arguments(dict(arguments))
+                except ValidationError as error:
+                    message = f"Error executing tool {tool}: {_validation_message(error)}"
+                    return CallToolResult(content=[TextContent(text=message)], is_error=True)
         return await call_next(ctx)
 
 

@@ -647,7 +647,8 @@ async def test_a_missing_required_argument_is_named(
     seeded: Seeded, tool: str, arguments: dict[str, Any], missing: str
 ) -> None:
     message = await seeded.refuse(tool, **arguments)
-    assert f"{missing}\n  Field required" in message
+    assert f"{tool}: {missing}: Field required" in message
+    assert "input_value" not in message and "pydantic" not in message  # what to fix, not a library's dump
 
 
 async def test_a_misspelt_argument_is_refused_rather_than_silently_dropped(seeded: Seeded) -> None:
