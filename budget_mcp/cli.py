@@ -125,14 +125,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     skills = commands.add_parser("skills", help="install the Claude Code skills that ship with budget-mcp")
     skills_commands = skills.add_subparsers(dest="skills_command", metavar="{install}", required=True)
-    install = skills_commands.add_parser(
+    skills_install = skills_commands.add_parser(
         "install",
         help="copy the skills into ~/.claude/skills (or a project's .claude/skills)",
         description="Copies budget-analyst and database-deployment into ~/.claude/skills/, or with --project DIR "
         "into DIR/.claude/skills/. Running it again upgrades them; a copy you changed is kept unless --force.",
     )
-    install.add_argument("--project", type=Path, metavar="DIR", help="install into DIR/.claude/skills instead")
-    install.add_argument("--force", action="store_true", help="replace copies that were changed after install")
+    skills_install.add_argument("--project", type=Path, metavar="DIR", help="install into DIR/.claude/skills instead")
+    skills_install.add_argument("--force", action="store_true", help="replace copies that were changed after install")
+    setup = commands.add_parser(
+        "install",
+        help="add budget-mcp to Claude Desktop's or Claude Code's MCP configuration",
+        description="Adds this budget-mcp, by absolute path and with the settings in effect now (environment, "
+        ".env or --env-file), to the client's JSON config. Other servers are kept, the previous file is backed "
+        "up, an entry of the same name that differs is refused unless --force, and a file that is not valid JSON "
+        "is left alone.",
+    )
+    clients = setup.add_subparsers(dest="client", metavar="{claude-desktop,claude-code}", required=True)
+    for client, where in (
+        ("claude-desktop", "claude_desktop_config.json (restart Claude Desktop afterwards)"),
+        ("claude-code", "~/.claude.json (user scope), or DIR/.mcp.json with --project"),
+    ):
+        target = clients.add_parser(client, help=f"add it to {where}")
+        target.add_argument("--name", default="budget", help="the server's name in the client (default: budget)")
+        target.add_argument(
+            "--config", type=Path, metavar="PATH", help="the config file to change (default: where the client keeps it)"
+        )
+        if client == "claude-code":
+            target.add_argument(
+                "--project",
+                type=Path,
+                metavar="DIR",
+                help="add it to DIR/.mcp.json, shared with the project; a database password is written as "
+                "${DATABASE_URL}",
+            )
+        target.add_argument("--force", action="store_true", help="replace an entry of the same name that differs")
+        target.add_argument(
+            "--print", dest="print_only", action="store_true", help="print the JSON snippet and write nothing"
+        )
+        target.add_argument(
+            "--show-secrets", action="store_true", help="with --print: show the database password instead of ***"
+        )
+    demo = commands.add_parser(
+        "demo",
+        help="see it work: a year of sample spending and an agent's session with the real server",
+        description="Fills a throwaway SQLite database with a year of sample spending, runs a short scripted "
+        "session against the real server over stdio and prints each call and what the agent sees. Your own "
+        "settings and data are not touched.",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the demo database and print where it is")
     token = commands.add_parser("token", help="manage the HTTP server's bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="{create,list,revoke}", required=True)
     create = token_commands.add_parser("create", help="create a token for a user and print it (shown only once)")
@@ -307,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "skills":  # needs no settings or database
         return _install_skills(args.project, force=args.force)
+    if args.command == "demo":  # uses only its own throwaway settings
+        from .demo import run_demo
+
+        return run_demo(keep=args.keep).exit_code
     settings = _load_settings(args.env_file)
     _configure_logging(settings)
     try:
@@ -318,6 +363,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _doctor(settings, args.env_file)
         if args.command == "token":
             return _token(settings, args)
+        if args.command == "install":  # the settings in effect are what it installs
+            from .install import run_install
+
+            return run_install(
+                args.client,
+                settings,
+                name=args.name,
+                config=args.config,
+                project=getattr(args, "project", None),
+                force=args.force,
+                print_only=args.print_only,
+                show_secrets=args.show_secrets,
+            )
         return _serve(settings, args)
     except (SQLAlchemyError, ExceptionGroup) as raised:
         # Serving, the SDK's task group hands a failed start-up (the lifespan) over inside a group.

@@ -24,7 +24,7 @@ from budget_mcp.db import Base
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-Pa55word"
-SUBCOMMANDS = ("serve", "db", "info", "doctor", "token", "skills")
+SUBCOMMANDS = ("serve", "db", "info", "doctor", "token", "skills", "install", "demo")
 
 
 def setting_names() -> set[str]:
@@ -306,3 +306,24 @@ def test_serving_with_an_unreachable_postgresql_exits_1_with_a_clear_message_and
     assert done.returncode == 1
     assert "cannot use the database postgresql+psycopg2://alex:***@127.0.0.1" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- install and demo, through the command line -----------------------------------------------------------
+
+
+def test_install_print_shows_the_entry_with_the_password_masked_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://alex:{PASSWORD}@db.example.com/budget?sslmode=require")
+    assert main(["install", "claude-code", "--print"]) == 0
+    out, err = capsys.readouterr()
+    assert '"budget"' in out and "budget-mcp" in out
+    assert PASSWORD not in out + err
+    assert not (tmp_path / ".claude.json").exists()
+
+
+def test_the_demo_runs_end_to_end_from_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "summarize_spending" in out and "did you mean" in out
