@@ -24,12 +24,15 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__, reports, service, tokens
@@ -281,6 +284,36 @@ def build_server(
     return server
 
 
+def _refuse_standalone_streams(app: Starlette) -> None:
+    """Put :class:`_NoStandaloneStream` behind the token check of /mcp, so a request without a valid token
+    still gets 401 first (the SDK wraps the endpoint in ``RequireAuthMiddleware``, whose ``app`` is it)."""
+    for route in app.routes:
+        endpoint: Any = getattr(route, "app", None)
+        if isinstance(route, Route) and route.path == "/mcp" and hasattr(endpoint, "app"):
+            endpoint.app = _NoStandaloneStream(endpoint.app)
+            return
+    raise RuntimeError("the SDK's HTTP app has no authenticated /mcp route to guard")
+
+
+class _NoStandaloneStream:
+    """ASGI middleware: a stateless server can never push on a standalone GET stream, so it refuses one
+    (405, which the spec allows) instead of holding an idle connection open per client."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            response = JSONResponse(
+                {"error": "method_not_allowed", "error_description": "this server is stateless: POST requests only"},
+                status_code=405,
+                headers={"Allow": "POST"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _register_health_check(server: MCPServer[AppState], running: _Running) -> None:
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(_request: Request) -> Response:
@@ -310,6 +343,7 @@ def run_http(settings: Settings, *, host: str, port: int, allowed_hosts: Sequenc
         stateless_http=True, transport_security=security, host=host
     )
     app.add_middleware(_AnswerUnavailable)
+    _refuse_standalone_streams(app)
     # log_config=None: uvicorn logs through the root logger, so to stderr through the secret-masking
     # handler; no access log (a mistaken token in a query string would land in it).
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
@@ -358,6 +392,8 @@ class _RefuseUnknownArguments:
         self._parameters: dict[str, frozenset[str]] | None = None
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method == "prompts/get" and isinstance(ctx.params, Mapping):
+            await self._check_prompt(ctx.params)
         params = ctx.params if ctx.method == "tools/call" else None
         if isinstance(params, Mapping) and isinstance(params.get("arguments"), Mapping):
             if self._parameters is None:
@@ -381,6 +417,23 @@ class _RefuseUnknownArguments:
                     message = f"Error executing tool {tool}: {_validation_message(error)}"
                     return CallToolResult(content=[TextContent(text=message)], is_error=True)
         return await call_next(ctx)
+
+    async def _check_prompt(self, params: Mapping[str, Any]) -> None:
+        """An unknown prompt or a missing argument is the client's mistake: answer it as invalid params
+        (-32602) with what would be right, instead of the SDK's code 0 and an error logged with a traceback."""
+        assert self.server is not None, "build_server() sets the server before it can serve"
+        prompts = {prompt.name: prompt for prompt in await self.server.list_prompts()}
+        name = params.get("name")
+        prompt = prompts.get(name) if isinstance(name, str) else None
+        if prompt is None:
+            raise MCPError(INVALID_PARAMS, f"no prompt {name!r}; known: {', '.join(sorted(prompts))}")
+        given = params.get("arguments") or {}
+        missing = [
+            a for a in prompt.arguments or [] if a.required and not (isinstance(given, Mapping) and a.name in given)
+        ]
+        if missing:
+            needs = "; ".join(f"{a.name} ({a.description})" if a.description else a.name for a in missing)
+            raise MCPError(INVALID_PARAMS, f"prompt {prompt.name} needs {needs}")
 
 
 def _annotations(*, read_only: bool, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:

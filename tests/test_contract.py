@@ -230,3 +230,16 @@ async def test_every_prompt_is_described_and_names_only_real_tools(sqlite_client
         text = (await sqlite_client.get_prompt(name, arguments)).messages[0].content.text  # type: ignore[union-attr]
         named = set(re.findall(r"\b([a-z]+(?:_[a-z]+)+)\b", text)) - {"dry_run", "group_by", "last_30_days"}
         assert named and named <= tools, f"{name} names {sorted(named - tools)}"
+
+
+async def test_an_unknown_prompt_or_a_missing_prompt_argument_is_invalid_params_with_the_fix(
+    sqlite_client: Client,
+) -> None:
+    with pytest.raises(MCPError) as unknown:
+        await sqlite_client.get_prompt("monthly_reveiw", {})
+    assert unknown.value.error.code == -32602
+    assert "no prompt 'monthly_reveiw'; known: budget_checkup, cleanup_expenses, monthly_review" in str(unknown.value)
+    with pytest.raises(MCPError) as missing:
+        await sqlite_client.get_prompt("monthly_review", {})
+    assert missing.value.error.code == -32602
+    assert "monthly_review needs month" in str(missing.value)

@@ -591,6 +591,17 @@ def test_a_load_balancer_health_check_needs_no_token_and_reveals_no_data(
     assert response.json() == {"status": "ok", "version": __version__}
 
 
+def test_a_standalone_get_stream_is_refused_since_a_stateless_server_never_pushes(
+    backend: Backend, server: HttpServer, http: httpx2.Client
+) -> None:
+    issued = account(backend, "gina")
+    refused = http.get(server.url, headers={"Accept": "text/event-stream", **issued.headers})
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "POST"
+    # Without a token the answer is still 401: the token check comes first.
+    assert http.get(server.url, headers={"Accept": "text/event-stream"}).status_code == 401
+
+
 def test_serving_on_all_interfaces_without_allowed_host_is_refused(tmp_path: Path) -> None:
     port = free_port()
     done = run_cli(
