@@ -18,8 +18,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	@$(BIN)/budget-mcp
 
+# One worker per CPU (pytest-xdist); each worker starts its own throwaway PostgreSQL and PgBouncer.
+WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
