@@ -6,18 +6,22 @@ stdout belongs to the MCP protocol while serving, so everything here logs to std
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
-from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
-
 from . import __version__
-from .config import Settings, env_var, redact_url
+
+if TYPE_CHECKING:  # imported where used: `budget-mcp --help` and the MCP handshake stay quick
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .config import Settings
 
 logger = logging.getLogger("budget_mcp")
 
@@ -186,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_settings(env_file: Path | None) -> Settings:
+    from pydantic import ValidationError
+
+    from .config import Settings
+
     if env_file is not None and not env_file.is_file():
         raise SystemExit(f"budget-mcp: --env-file {env_file}: no such file")
     path = env_file if env_file is not None else Path(".env")
@@ -200,6 +208,8 @@ def _load_settings(env_file: Path | None) -> Settings:
 
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
+    from .config import env_var
+
     return f"{env_var(str(loc[0]))}: " if loc else ""  # a check of several settings names them itself
 
 
@@ -207,8 +217,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .server import build_server  # importing the MCP SDK is slow; only serving needs it
 
     if getattr(args, "transport", "stdio") == "stdio":
-        logger.info("budget-mcp %s serving user %r on %s", __version__, settings.user, settings.redacted_url)
-        build_server(settings).run("stdio")
+        logger.info("budget-mcp %s serving user %r over stdio", __version__, settings.user)
+        server = build_server(settings)
+        _started()
+        server.run("stdio")
         return 0
     return _serve_http(settings, args)
 
@@ -226,6 +238,7 @@ def _serve_http(settings: Settings, args: argparse.Namespace) -> int:
             "stay on"
         )
     allowed = list(args.allowed_host) + (["127.0.0.1", "localhost", "[::1]"] if host in LOOPBACK_BINDS else [])
+    _started()
     run_http(settings, host=host, port=port, allowed_hosts=allowed)
     return 0
 
@@ -293,6 +306,8 @@ def setting_sources(env_file: Path | None) -> dict[str, str]:
     """Where each setting's value came from: the environment, the .env file, or the default."""
     from dotenv import dotenv_values
 
+    from .config import Settings, env_var
+
     path = env_file if env_file is not None else Path(".env")
     in_file = {k.upper() for k in dotenv_values(path)} if path.is_file() else set()
     environment = {k.upper() for k in os.environ}
@@ -312,6 +327,7 @@ def _db_upgrade(settings: Settings) -> int:
 
 
 def _info(settings: Settings) -> int:
+    from .config import redact_url
     from .db import EngineOptions, engine_profile
 
     rows = {
@@ -335,6 +351,8 @@ def _info(settings: Settings) -> int:
 
 
 def _database_error(raised: BaseException) -> SQLAlchemyError | None:
+    from sqlalchemy.exc import SQLAlchemyError
+
     if isinstance(raised, SQLAlchemyError):
         return raised
     if isinstance(raised, BaseExceptionGroup):
@@ -344,7 +362,31 @@ def _database_error(raised: BaseException) -> SQLAlchemyError | None:
     return None
 
 
+@contextmanager
+def _starting() -> Iterator[None]:
+    """Start-up imports modules and builds schemas: thousands of long-lived objects that the cyclic garbage
+    collector would scan again and again for nothing. It is off until the work is done (see :func:`_started`)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _started() -> None:
+    """The server is built: keep what start-up made out of future collections, and collect again."""
+    gc.freeze()
+    gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _starting():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "skills":  # needs no settings or database
         return _install_skills(args.project, force=args.force)
@@ -377,8 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 show_secrets=args.show_secrets,
             )
         return _serve(settings, args)
-    except (SQLAlchemyError, ExceptionGroup) as raised:
-        # Serving, the SDK's task group hands a failed start-up (the lifespan) over inside a group.
+    except Exception as raised:
         error = _database_error(raised)
         if error is None:
             raise

@@ -7,16 +7,17 @@ import ipaddress
 import unicodedata
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from platformdirs import user_data_path
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
 
 from .money import normalize_currency
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: the default SQLite file needs none at start-up
+    from sqlalchemy.engine import URL
 
 APP_NAME = "budget-mcp"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -103,7 +104,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _remote_databases_use_tls(self) -> Settings:
-        if self.allow_insecure_database:
+        if self.allow_insecure_database or (self.database_url is None and self.database_url_unpooled is None):
             return self
         for name, url in (("DATABASE_URL", self.url), ("DATABASE_URL_UNPOOLED", self.migration_url)):
             if not uses_tls_or_loopback(url):
@@ -158,6 +159,8 @@ class Settings(BaseSettings):
     def url(self) -> URL:
         """The database URL to connect with, normalised (psycopg2 for PostgreSQL, absolute SQLite path)."""
         if self.database_url is None:
+            from sqlalchemy.engine import URL
+
             return URL.create("sqlite+pysqlite", database=str(default_database_path()))
         return normalize_database_url(self.database_url.get_secret_value())
 
@@ -197,8 +200,16 @@ class Settings(BaseSettings):
         return datetime.now(self.tz()).date()
 
 
+def max_connections(pool_size: int) -> int:
+    """The most database connections one server process opens: its pool plus as many again under load."""
+    return pool_size * 2
+
+
 def normalize_database_url(raw: str) -> URL:
     """Parse a user's URL; ``postgres://`` and ``postgresql://`` use psycopg2 (safe behind PgBouncer)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(raw.strip())
     except (ArgumentError, ValueError):  # ValueError: e.g. no host, so the password is read as the port
@@ -252,6 +263,9 @@ def uses_tls_or_loopback(url: URL) -> bool:
 def redact_url(url: URL | str) -> str:
     """Render a URL for logs and messages with its password (also one given as a query parameter) masked."""
     if isinstance(url, str):
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             url = make_url(url)
         except (ArgumentError, ValueError):

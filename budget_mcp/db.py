@@ -11,10 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event
-from sqlalchemy.engine import URL, Dialect
+from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, inspect
+from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -23,11 +21,17 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from . import __version__
-from .config import Settings, is_neon_pooler_host
+from .config import Settings, is_neon_pooler_host, max_connections
+from .errors import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# The newest migration (tests keep it equal to Alembic's head): a server whose database is already there
+# starts without importing Alembic or reading the migration scripts.
+SCHEMA_HEAD = "0003"
+# An execution option: the transaction only reads (on SQLite a plain BEGIN instead of BEGIN IMMEDIATE).
+READ_ONLY = "budget_mcp_read_only"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -86,7 +90,7 @@ class EngineOptions:
     @property
     def max_connections(self) -> int:
         """The most connections one engine opens: the pool plus as many again under load."""
-        return self.pool_size * 2
+        return max_connections(self.pool_size)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EngineOptions:
@@ -186,9 +190,13 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
-        # half-way with "database is locked" when another process writes at the same time.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            # A read takes no lock in WAL mode: it reads a snapshot while writers go on.
+            connection.exec_driver_sql("BEGIN")
+        else:
+            # IMMEDIATE takes the write lock up front, so a read-then-write transaction never fails
+            # half-way with "database is locked" when another process writes at the same time.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -197,8 +205,18 @@ def _lower(value: str | None) -> str | None:
     return value.lower() if value is not None else None
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, autoflush=True, expire_on_commit=True)
+def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``read_only`` ones are for calls that only read (on SQLite they take no
+    write lock, so a long report never holds up a writer in another process)."""
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    return sessionmaker(bind, autoflush=True, expire_on_commit=True)
+
+
+def schema_revision(connection: Connection) -> str | None:
+    """The Alembic revision the database is at; None for a database without budget-mcp's tables."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
 
 
 def upgrade_schema(engine: Engine) -> None:
@@ -206,10 +224,27 @@ def upgrade_schema(engine: Engine) -> None:
 
     Safe when several servers start at once: on PostgreSQL the upgrade holds a transaction-scoped advisory
     lock (which works through a transaction pooler too), on SQLite the write lock (BEGIN IMMEDIATE); the
-    second server waits, then finds the schema current.
+    second server waits, then finds the schema current. A database already at :data:`SCHEMA_HEAD` costs
+    one query; one newer than this version of budget-mcp is refused (its migrations are unknown here).
     """
+    with engine.connect() as connection:
+        revision = schema_revision(connection.execution_options(**{READ_ONLY: True}))
+        connection.rollback()
+    if revision == SCHEMA_HEAD:
+        return
+    from alembic import command  # only when there is something to upgrade
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if revision is not None and revision not in known:
+        raise DatabaseUnavailable(
+            f"the database's schema is at revision {revision}, newer than this budget-mcp knows "
+            f"({SCHEMA_HEAD}): upgrade budget-mcp (pip install -U budget-mcp), or point DATABASE_URL at "
+            "another database"
+        )
     with engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         raw = connection.connection.dbapi_connection

@@ -17,6 +17,7 @@ from .models import Budget
 from .money import format_amount, minor_digits, normalize_currency
 from .periods import DateRange, Month, previous_range
 from .schemas import (
+    MAX_TREND_MONTHS,
     BudgetLine,
     BudgetStatus,
     BudgetTotal,
@@ -50,7 +51,6 @@ from .service import (
 )
 
 UNBUDGETED_SHOWN = 20
-MAX_TREND_MONTHS = 120
 
 
 # --- budget status ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ MAX_ID = 2**31 - 1
 PAGE_MAX = 200
 GROUPS_MAX = 1000
 IDEMPOTENCY_KEY_MAX = 100
+MAX_TREND_MONTHS = 120
 NAME_KEY_MAX = NAME_MAX * 3  # room for case folding and compatibility forms of a 64-character name
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

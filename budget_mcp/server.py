@@ -6,14 +6,18 @@ into ``ToolError`` (the only exception whose text SDK v2 shows the client).
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import logging
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
@@ -27,19 +31,17 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__, reports, service, tokens
-from .config import Settings
-from .db import EngineOptions, make_engine, make_session_factory
-from .errors import BudgetError
+from . import __version__
+from .config import Settings, max_connections
+from .errors import BudgetError, DatabaseUnavailable
 from .schemas import (
+    MAX_TREND_MONTHS,
     Amount,
     BudgetChange,
     BudgetStatus,
@@ -79,8 +81,41 @@ from .schemas import (
     Undone,
 )
 from .schemas import Category as CategoryOut
-from .service import Caller
-from .transactions import RetryPolicy, migrate, run_in_transaction
+from .troubleshoot import connection_fix, driver_message
+
+
+def _lazy_module(name: str) -> ModuleType:
+    """Bind ``name`` now, import it on first use (the standard library's ``LazyLoader``).
+
+    The database side (SQLAlchemy's ORM, the models, the use cases, Alembic) takes longer to import than the
+    MCP SDK takes to start, and the handshake (``initialize``, ``tools/list``) needs none of it: the server
+    answers the handshake first while :meth:`AppState.database` loads it in a worker thread. That method is
+    the first to touch these modules, under its lock, so no two threads race to load one.
+    """
+    if (module := sys.modules.get(name)) is not None:
+        return module
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from . import reports, service, tokens, transactions
+    from .service import Caller
+    from .transactions import RetryPolicy
+else:
+    reports = _lazy_module(f"{__package__}.reports")
+    service = _lazy_module(f"{__package__}.service")
+    tokens = _lazy_module(f"{__package__}.tokens")
+    transactions = _lazy_module(f"{__package__}.transactions")
+
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,22 +133,123 @@ cursor=next_cursor."""
 
 
 @dataclass(frozen=True)
-class AppState:
-    """What lives as long as the server: the session factory over a pooled engine, and whom it serves
-    (``caller``; with bearer tokens, the user each request's token names, with the same defaults)."""
+class Database:
+    """The database side of a running server: sessions over one pooled engine (a reader and a writer
+    factory: reads take no write lock on SQLite), whom it serves, and how long a call waits for it."""
 
-    session_factory: sessionmaker[Session]
+    writer: sessionmaker[Session]
+    reader: sessionmaker[Session]
     caller: Caller
     policy: RetryPolicy
-    per_token_user: bool = False
 
-    def caller_now(self) -> Caller:
+
+class AppState:
+    """What lives as long as the server. The database opens once, in a worker thread: started right away
+    by :meth:`warm_up`, waited for by the first call that needs it. If it cannot be opened (unreachable,
+    wrong password), every call says what is wrong and the next one tries again: the server keeps running,
+    so the fix takes effect without restarting the client."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None, per_token_user: bool) -> None:
+        self.settings = settings
+        self.per_token_user = per_token_user
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._warm_up_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._database: Database | None = None
+        self._engine: Any = None
+        self._warm_up: threading.Timer | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._database is not None
+
+    def warm_up(self, delay: float = 0.0) -> None:
+        """Open the database in the background (once, after ``delay`` seconds), so the first call does
+        not wait for it."""
+        with self._warm_up_lock:
+            if self._warm_up is None and not self._stopping.is_set():
+                self._warm_up = threading.Timer(delay, self._try_open)
+                self._warm_up.name, self._warm_up.daemon = "budget-mcp-open-database", True
+                self._warm_up.start()
+
+    def _try_open(self) -> None:
+        with suppress(BudgetError):  # logged by database(); a call will try again and report it
+            self.database()
+
+    def database(self) -> Database:
+        """The open database (blocking: call it in a worker thread); raises :class:`DatabaseUnavailable`."""
+        with self._lock:
+            if self._database is None:
+                if self._stopping.is_set():
+                    raise DatabaseUnavailable("the server is shutting down")
+                self._database = self._open()
+            return self._database
+
+    def _open(self) -> Database:
+        from .db import EngineOptions, make_engine, make_session_factory  # see _lazy_module
+
+        settings = self.settings
+        policy = transactions.RetryPolicy(wait=settings.database_wait, stopping=self._stopping)
+        caller = service.Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
+        if self._clock is not None:
+            caller = replace(caller, clock=self._clock)
+        try:
+            transactions.migrate(settings, policy)
+            if self._engine is None:
+                self._engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+        except Exception as error:
+            raise self._unavailable(error) from error
+        logger.info("database %s ready", settings.redacted_url)
+        return Database(
+            writer=make_session_factory(self._engine),
+            reader=make_session_factory(self._engine, read_only=True),
+            caller=caller,
+            policy=policy,
+        )
+
+    def _unavailable(self, error: Exception) -> DatabaseUnavailable:
+        """Log what went wrong (driver detail included, password masked by the log filter) and the error a
+        caller sees: what to fix, in plain words, without driver text, and for a shared HTTP server
+        nothing about where its database is."""
+        if isinstance(error, DatabaseUnavailable):
+            logger.error("cannot use the database %s: %s", self.settings.redacted_url, error)
+            return error
+        detail = driver_message(error)
+        setting = "DATABASE_URL"
+        fix = connection_fix(detail, setting=setting, address=_address(self.settings))
+        logger.error("cannot use the database %s: %s. Fix: %s", self.settings.redacted_url, detail, fix)
+        logger.debug("database error", exc_info=error)
+        if self.per_token_user:
+            return DatabaseUnavailable("the database is unavailable right now; try again in a minute")
+        return DatabaseUnavailable(
+            f"cannot use the database: {fix}. Nothing was changed; call again once that is fixed (no restart needed)"
+        )
+
+    def close(self) -> None:
+        """End waits in progress, let the warm-up finish, close every connection."""
+        self._stopping.set()
+        with self._warm_up_lock:
+            warm_up = self._warm_up
+        if warm_up is not None:
+            warm_up.cancel()
+            warm_up.join()
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+
+    def caller_now(self, database: Database) -> Caller:
         if not self.per_token_user:
-            return self.caller
+            return database.caller
         token = get_access_token()
         if token is None:  # the SDK's RequireAuthMiddleware answers 401 before a handler runs
             raise BudgetError("this server needs a bearer token (Authorization: Bearer ...)")
-        return replace(self.caller, user=token.client_id)
+        return replace(database.caller, user=token.client_id)
+
+
+def _address(settings: Settings) -> str:
+    url = settings.url
+    return f"{url.host or 'localhost'}:{url.port or 5432}"
 
 
 AppContext = Context[AppState]
@@ -124,17 +260,29 @@ def _run(ctx: AppContext, use_case: Callable[[Session, Caller], T], *, dry_run: 
     return _transaction(ctx.request_context.lifespan_context, use_case, dry_run=dry_run, error=ToolError)
 
 
+def _read(ctx: AppContext, use_case: Callable[[Session, Caller], T]) -> T:
+    """Run one use case that only reads, in one transaction."""
+    return _transaction(ctx.request_context.lifespan_context, use_case, read_only=True, error=ToolError)
+
+
 def _transaction(
     state: AppState,
     use_case: Callable[[Session, Caller], T],
     *,
     dry_run: bool = False,
+    read_only: bool = False,
     error: type[Exception] = ToolError,
 ) -> T:
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError  # loaded by state.database() by now
+
     try:
-        caller = state.caller_now()
-        return run_in_transaction(
-            state.session_factory, lambda session: use_case(session, caller), dry_run=dry_run, policy=state.policy
+        database = state.database()
+        caller = state.caller_now(database)
+        return transactions.run_in_transaction(
+            database.reader if read_only else database.writer,
+            lambda session: use_case(session, caller),
+            dry_run=dry_run,
+            policy=database.policy,
         )
     except BudgetError as failure:
         raise error(str(failure)) from failure
@@ -179,12 +327,17 @@ class _TokenVerifier:
         state = self._running.state
         if state is None:
             return None
-        try:
-            user = await anyio.to_thread.run_sync(
-                lambda: run_in_transaction(
-                    state.session_factory, lambda session: tokens.user_for_token(session, token), policy=state.policy
-                )
+
+        def check() -> str | None:
+            database = state.database()
+            return transactions.run_in_transaction(
+                database.reader, lambda session: tokens.user_for_token(session, token), policy=database.policy
             )
+
+        from sqlalchemy.exc import SQLAlchemyError  # imported by the database layer already
+
+        try:
+            user = await anyio.to_thread.run_sync(check)
         except (BudgetError, SQLAlchemyError) as error:
             # Not the token's fault: answering 401 would tell the client to throw a good token away.
             logger.warning("could not check a bearer token: %s", error)
@@ -229,31 +382,21 @@ def build_server(
     (the HTTP server's own URL) requires a bearer token on every request and serves the token's user.
     """
     running = _Running()
-    policy = RetryPolicy(wait=settings.database_wait)
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        options = EngineOptions.from_settings(settings)
-        engine = make_engine(settings.url, options)
-        logger.info("database %s", settings.redacted_url)
         # Tools run in worker threads, one connection each: as many workers as the pool has connections,
         # so a burst of calls queues for a worker instead of timing out waiting for a connection.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = options.max_connections
+        anyio.to_thread.current_default_thread_limiter().total_tokens = max_connections(settings.pool_size)
+        state = AppState(settings, clock=clock, per_token_user=token_auth_url is not None)
+        if token_auth_url is not None:  # over HTTP, be ready (/healthz) before the first request
+            state.warm_up()
+        running.state = state
         try:
-            await anyio.to_thread.run_sync(migrate, settings, policy)
-            caller = Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
-            if clock is not None:
-                caller = Caller(caller.user, caller.default_currency, caller.timezone, clock)
-            running.state = AppState(
-                session_factory=make_session_factory(engine),
-                caller=caller,
-                policy=policy,
-                per_token_user=token_auth_url is not None,
-            )
-            yield running.state
+            yield state
         finally:
             running.state = None
-            engine.dispose()
+            await anyio.to_thread.run_sync(state.close)
 
     refuse_unknown_arguments = _RefuseUnknownArguments()
     auth: dict[str, Any] = {}
@@ -269,7 +412,7 @@ def build_server(
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[refuse_unknown_arguments],
+        middleware=[_open_database_after_handshake, refuse_unknown_arguments],
         **auth,
     )
     if token_auth_url is not None:
@@ -319,7 +462,7 @@ def _register_health_check(server: MCPServer[AppState], running: _Running) -> No
     async def healthz(_request: Request) -> Response:
         """For load balancers: 200 once the process has started (schema migrated), 503 before. No token
         needed; the database is not queried (one slow database must not take every process out of rotation)."""
-        ready = running.state is not None
+        ready = running.state is not None and running.state.ready
         return JSONResponse(
             {"status": "ok" if ready else "starting", "version": __version__}, status_code=200 if ready else 503
         )
@@ -379,6 +522,19 @@ def _compact_schema(schema: Any) -> None:
                 sub.pop("description", None)
             _compact_schema(sub)
     _compact_schema(schema.get("items"))
+
+
+# Clients list tools, prompts and resources right after initialize; then they wait for the user.
+HANDSHAKE_SECONDS = 0.2
+
+
+async def _open_database_after_handshake(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Start opening the database shortly after the client's first request past ``initialize`` (usually
+    ``tools/list``): the handshake does not share the CPU with loading the database layer, and the database
+    is ready by the time an agent makes its first call (which, if it comes sooner, opens it itself)."""
+    if ctx.method != "initialize" and isinstance(ctx.lifespan_context, AppState):
+        ctx.lifespan_context.warm_up(delay=HANDSHAKE_SECONDS)
+    return await call_next(ctx)
 
 
 class _RefuseUnknownArguments:
@@ -471,7 +627,7 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         Summed by the database, exactly; currencies are never added together. Categories and merchants
         come largest first, periods in date order. For the expenses behind a number use search_expenses.
         """
-        return _run(
+        return _read(
             ctx,
             lambda session, caller: service.summarize_spending(
                 session,
@@ -498,7 +654,7 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         """List one category's expenses, newest first, with the count and per-currency total of ALL matches
         (no dates: all time). For other filters (text, merchant, amounts) use search_expenses.
         """
-        return _run(
+        return _read(
             ctx,
             lambda session, caller: service.query_expenses_by_category(
                 session,
@@ -533,7 +689,7 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         """Find expenses by any mix of filters, newest first, with the count and totals of ALL matches.
         Every filter given must match. Use it to find ids for update_expense or recategorize_expenses.
         """
-        return _run(
+        return _read(
             ctx,
             lambda session, caller: reports.search_expenses(
                 session,
@@ -553,14 +709,14 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
     @server.tool(title="Get an expense", annotations=read)
     def get_expense(expense_id: ExpenseId, ctx: AppContext) -> Expense:
         """Return one expense by its id, with every field as stored."""
-        return _run(ctx, lambda session, caller: service.get_expense(session, caller, expense_id))
+        return _read(ctx, lambda session, caller: service.get_expense(session, caller, expense_id))
 
     @server.tool(title="List categories", annotations=read)
     def list_categories(ctx: AppContext, limit: PageLimit = 100, cursor: Cursor | None = None) -> CategoryList:
         """List the spending categories, alphabetically, each with how many expenses it holds.
         Call it before create_expense to use an existing name.
         """
-        return _run(ctx, lambda session, caller: service.list_categories(session, caller, limit=limit, cursor=cursor))
+        return _read(ctx, lambda session, caller: service.list_categories(session, caller, limit=limit, cursor=cursor))
 
     @server.tool(title="Budget status", annotations=read)
     def budget_status(
@@ -570,21 +726,21 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         remaining, percent used and whether it is over; for the current month the pace. Also the month's
         totals and the spending no budget covers. To set limits use set_budget.
         """
-        return _run(
+        return _read(
             ctx, lambda session, caller: reports.budget_status(session, caller, month, limit=limit, cursor=cursor)
         )
 
     @server.tool(title="Spending trend", annotations=read)
     def spending_trend(
         ctx: AppContext,
-        months: Annotated[int, Field(ge=1, le=reports.MAX_TREND_MONTHS, description="How many months, 1-120.")] = 6,
+        months: Annotated[int, Field(ge=1, le=MAX_TREND_MONTHS, description="How many months, 1-120.")] = 6,
         category: OptionalCategory = None,
         end_month: Annotated[MonthArg | None, Field(description="Last month, YYYY-MM; default: this month.")] = None,
     ) -> SpendingTrend:
         """Monthly totals over the last months, one row per month (zero when nothing was spent), per
         currency, with the total and monthly average: the data to describe a trend.
         """
-        return _run(
+        return _read(
             ctx,
             lambda session, caller: reports.spending_trend(
                 session, caller, months=months, category=category, end_month=end_month
@@ -606,7 +762,7 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         """Spending per category in a period (default this_month) next to a baseline (default: the period
         just before, e.g. last month), with the absolute and relative change, largest change first.
         """
-        return _run(
+        return _read(
             ctx,
             lambda session, caller: reports.compare_periods(
                 session,
@@ -635,7 +791,7 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         """The largest expenses of a period (default this_month) and the merchants with the largest totals,
         in one currency (others are listed in other_currencies).
         """
-        return _run(
+        return _read(
             ctx,
             lambda session, caller: reports.top_expenses(
                 session,
@@ -658,7 +814,7 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         """The audit log, newest first: every change made through the tools, with what it did.
         undo_change reverts one by its id.
         """
-        return _run(
+        return _read(
             ctx,
             lambda session, caller: service.list_changes(session, caller, limit=limit, cursor=cursor, details=details),
         )
@@ -881,7 +1037,7 @@ def _resource_month(month: str) -> str | None:
 
 def _register_resources(server: MCPServer[AppState], running: _Running) -> None:
     def read(state: AppState, use_case: Callable[[Session, Caller], Any]) -> str:
-        return _json(_transaction(state, use_case, error=ResourceError))
+        return _json(_transaction(state, use_case, read_only=True, error=ResourceError))
 
     @server.resource(
         "budget://categories",

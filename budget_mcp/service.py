@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -157,7 +158,7 @@ def require_category(session: Session, user_id: int | None, name: str) -> Catego
 # --- expenses -----------------------------------------------------------------------------------------
 
 
-def expense_out(expense: Expense, category_name: str) -> ExpenseOut:
+def expense_out(expense: Expense | Row[Any], category_name: str) -> ExpenseOut:
     return ExpenseOut(
         id=expense.id,
         amount=format_amount(expense.amount_minor, expense.currency),
@@ -194,15 +195,19 @@ def create_expense(session: Session, caller: Caller, new: NewExpense, idempotenc
         notes=new.notes,
         idempotency_key=idempotency_key,
     )
-    try:
-        with session.begin_nested():
-            session.add(expense)
-    except IntegrityError:
-        # A concurrent call with the same key committed first; its row is visible now.
-        first = repo.expense_by_idempotency_key(session, user_id, idempotency_key) if idempotency_key else None
-        if first is None:
-            raise
-        return _replay(first, new, currency, amount_minor, category, idempotency_key or "")
+    if idempotency_key is None:
+        session.add(expense)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():  # a racing call with the same key fails only this part
+                session.add(expense)
+        except IntegrityError:
+            # A concurrent call with the same key committed first; its row is visible now.
+            first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
+            if first is None:
+                raise
+            return _replay(first, new, currency, amount_minor, category, idempotency_key)
     audit.record(
         session,
         user_id,
@@ -752,13 +757,14 @@ def query_expenses_by_category(
     )
 
 
-def expense_page(rows: Sequence[Expense], limit: int, kind: str) -> tuple[list[ExpenseOut], str | None]:
-    """The first ``limit`` of ``rows`` (fetched newest first, one extra) and the cursor to the rest."""
+def expense_page(rows: Sequence[Row[Any]], limit: int, kind: str) -> tuple[list[ExpenseOut], str | None]:
+    """The first ``limit`` of ``rows`` (:data:`repository.EXPENSE_COLUMNS`, fetched newest first, one extra)
+    and the cursor to the rest."""
     page = rows[:limit]
     last = page[-1] if page else None
     more = last is not None and len(rows) > limit
     return (
-        [expense_out(e, e.category.name) for e in page],
+        [expense_out(e, e.category) for e in page],
         encode_cursor(kind, [last.spent_on.isoformat(), last.id]) if more and last is not None else None,
     )
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, NoReturn, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
@@ -29,8 +30,10 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
+    stop_any,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 
 from . import audit
 from .config import Settings
@@ -53,11 +56,13 @@ _PERMANENT = re.compile(
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How long a call waits for an unavailable database, in seconds; backoff doubles up to ``max_delay``."""
+    """How long a call waits for an unavailable database, in seconds; backoff doubles up to ``max_delay``.
+    Setting ``stopping`` (the server shuts down) ends every wait at once."""
 
     wait: float = 20.0
     first_delay: float = 0.05
     max_delay: float = 2.0
+    stopping: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 class CommitOutcomeUnknown(Exception):
@@ -127,9 +132,20 @@ def retry_transient(operation: Callable[[], T], policy: RetryPolicy | None = Non
     return _retrying(policy or RetryPolicy())(operation)
 
 
+class _Stopping(stop_base):
+    """Stop retrying once the server shuts down."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._stopping.is_set()
+
+
 def _retrying(policy: RetryPolicy) -> Retrying:
     return Retrying(
-        stop=stop_after_delay(policy.wait),
+        stop=stop_any(stop_after_delay(policy.wait), _Stopping(policy.stopping)),
+        sleep=policy.stopping.wait,  # type: ignore[arg-type]  # returns early, with a bool, when stopping
         wait=wait_exponential_jitter(multiplier=policy.first_delay, max=policy.max_delay, jitter=policy.first_delay),
         retry=retry_if_exception(is_transient),
         before_sleep=_log_retry,

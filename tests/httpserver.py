@@ -176,15 +176,21 @@ class HttpServer:
                 except httpx2.TransportError:
                     pass
                 else:
-                    if response.status_code == 401:
+                    if response.status_code == 401 and self._database_ready(http, port):
                         return
-                    raise ServerFailed(
-                        f"{self.name} answered {response.status_code} (expected 401) to an anonymous request: "
-                        f"{response.text[:200]}" + self.stderr_tail()
-                    )
+                    if response.status_code != 401:
+                        raise ServerFailed(
+                            f"{self.name} answered {response.status_code} (expected 401) to an anonymous request: "
+                            f"{response.text[:200]}" + self.stderr_tail()
+                        )
                 if time.monotonic() > deadline:
                     raise ServerFailed(f"{self.name} did not answer HTTP within {START_TIMEOUT}s" + self.stderr_tail())
                 time.sleep(POLL_INTERVAL)
+
+    @staticmethod
+    def _database_ready(http: httpx2.Client, port: int) -> bool:
+        """The server opens (and migrates) its database in the background after it starts listening."""
+        return http.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
     @property
     def running(self) -> bool:

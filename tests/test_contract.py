@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,7 +140,7 @@ LAYERS = [
     "db",
     "install",  # writes client configs; needs only the settings
 ]
-LEAVES = {"schemas", "errors", "money", "config", "periods", "skills"}
+LEAVES = {"schemas", "errors", "money", "config", "periods", "skills", "troubleshoot"}
 
 
 @pytest.mark.parametrize(
@@ -243,3 +246,36 @@ async def test_an_unknown_prompt_or_a_missing_prompt_argument_is_invalid_params_
         await sqlite_client.get_prompt("monthly_review", {})
     assert missing.value.error.code == -32602
     assert "monthly_review needs month" in str(missing.value)
+
+
+HANDSHAKE_PROBE = """
+import sys, anyio
+from mcp import Client
+from budget_mcp.config import Settings
+from budget_mcp.server import build_server
+
+def loaded():
+    return sorted(name for name in ("sqlalchemy.orm", "alembic", "budget_mcp.models", "budget_mcp.service")
+                  if type(sys.modules.get(name)).__name__ == "module")
+
+async def main():
+    async with Client(build_server(Settings(_env_file=None))) as client:
+        print(loaded())
+        await client.call_tool("list_categories", {})
+        print(loaded())
+
+anyio.run(main)
+"""
+
+
+def test_the_handshake_needs_no_database_layer_and_the_first_call_loads_it(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("BUDGET_MCP_")}
+    env = {**clean, "DATABASE_URL": f"sqlite:///{tmp_path / 'b.sqlite3'}", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", HANDSHAKE_PROBE], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[]",
+        "['alembic', 'budget_mcp.models', 'budget_mcp.service', 'sqlalchemy.orm']",  # a new database: migrated
+    ]

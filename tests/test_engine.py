@@ -329,3 +329,34 @@ class socket_closed_port:
 
     def __exit__(self, *exc: object) -> None:
         self._socket.close()
+
+
+def test_on_sqlite_a_long_read_does_not_hold_up_a_writer_in_another_process(tmp_path: Path) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'b.sqlite3'}")
+    migrate(settings)
+    engine = make_engine(settings.url)
+    writer = create_engine(settings.url, connect_args={"timeout": 0.1})  # another process: gives up quickly
+    try:
+        with make_session_factory(engine, read_only=True).begin() as reading:
+            assert reading.scalar(select(func.count()).select_from(Expense)) == 0  # the read holds its snapshot
+            with writer.begin() as connection:  # BEGIN IMMEDIATE in the reader would make this "locked"
+                connection.execute(text("INSERT INTO users (name, created_at) VALUES ('bob', '2026-01-01')"))
+            assert reading.scalar(text("SELECT count(*) FROM users")) == 0  # still its own snapshot
+    finally:
+        writer.dispose()
+        engine.dispose()
+
+
+def test_on_sqlite_a_write_transaction_takes_the_write_lock_up_front(tmp_path: Path) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'b.sqlite3'}")
+    migrate(settings)
+    engine = make_engine(settings.url)
+    other = create_engine(settings.url, connect_args={"timeout": 0.1})
+    try:
+        with make_session_factory(engine).begin() as writing:
+            writing.execute(text("SELECT 1"))
+            with pytest.raises(OperationalError, match="database is locked"), other.begin() as connection:
+                connection.execute(text("INSERT INTO users (name, created_at) VALUES ('bob', '2026-01-01')"))
+    finally:
+        other.dispose()
+        engine.dispose()

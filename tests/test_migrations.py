@@ -20,7 +20,8 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from budget_mcp import models
 from budget_mcp.config import Settings
-from budget_mcp.db import MIGRATIONS_DIR, Base, make_engine, upgrade_schema
+from budget_mcp.db import MIGRATIONS_DIR, SCHEMA_HEAD, Base, make_engine, upgrade_schema
+from budget_mcp.errors import DatabaseUnavailable
 from budget_mcp.schemas import category_key
 
 from conftest import BACKENDS, connect_as
@@ -142,6 +143,23 @@ def test_upgrading_twice_is_harmless_and_keeps_the_data(migrated: Engine) -> Non
         1,
         1,
     )
+
+
+def test_the_schema_head_that_start_up_checks_is_the_newest_migration() -> None:
+    assert head_revision() == SCHEMA_HEAD
+
+
+def test_a_database_newer_than_this_budget_mcp_is_refused_with_the_fix_and_left_alone(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0999'"))
+    before = table_names(migrated)
+    with pytest.raises(DatabaseUnavailable) as refused:
+        upgrade_schema(migrated)
+    assert str(refused.value).startswith(
+        f"the database's schema is at revision 0999, newer than this budget-mcp knows ({SCHEMA_HEAD}): "
+        "upgrade budget-mcp"
+    )
+    assert (table_names(migrated), current_revision(migrated)) == (before, "0999")
 
 
 def test_downgrading_to_base_removes_the_schema_and_upgrading_rebuilds_it(migrated: Engine) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -291,3 +293,53 @@ def test_the_postgresql_password_never_appears_on_stderr_even_at_debug_level(
     assert f"{postgres.app_user}:***@{postgres.host}:{postgres.port}" in stderr  # the URL is logged, masked
     assert postgres.app_password not in stderr
     assert postgres.app_password not in b"".join(server.stdout_lines).decode()
+
+
+# --- a database that cannot be used -------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_with_an_unreachable_database_the_server_still_starts_and_each_call_says_what_to_fix(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    password = "s3cret-Pa55word"
+    url = f"postgresql://alex:{password}@127.0.0.1:{port}/budget?sslmode=require"
+    errlog = tmp_path / "stderr.log"
+    with errlog.open("w") as stderr:
+        params = parameters(tmp_path, url, BUDGET_MCP_DATABASE_WAIT="0.2")
+        async with Client(stdio_client(params, errlog=stderr)) as client:
+            assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
+            first = await fails(client, "list_categories")
+            second = await fails(client, "create_category", name="Food")  # tried again, not cached
+    logged = errlog.read_text()
+    assert (
+        first
+        == second.replace("create_category", "list_categories")
+        == (
+            f"Error executing tool list_categories: cannot use the database: nothing is listening at "
+            f"127.0.0.1:{port}: start the database server, or correct the host and port in DATABASE_URL. "
+            "Nothing was changed; call again once that is fixed (no restart needed)"
+        )
+    )
+    assert f"cannot use the database postgresql+psycopg2://alex:***@127.0.0.1:{port}/budget" in logged
+    assert "Connection refused" in logged  # the driver's words go to the log, not to the client
+    assert password not in logged + first + second
+    assert "Traceback" not in logged
+
+
+@pytest.mark.anyio
+async def test_a_database_created_after_the_server_started_is_used_without_a_restart(
+    tmp_path: Path, postgres: PostgresInstance
+) -> None:
+    name = f"later_{uuid.uuid4().hex[:8]}"
+    try:
+        async with Client(parameters(tmp_path, postgres.url(name), BUDGET_MCP_DATABASE_WAIT="0.2")) as client:
+            refused = await fails(client, "list_categories")
+            assert "cannot use the database: the database named in DATABASE_URL does not exist" in refused
+            postgres.create_database(name)
+            assert await ok(client, "create_category", name="Food") == {"name": "Food", "expense_count": 0}
+    finally:
+        postgres.drop_database(name)
