@@ -1,8 +1,9 @@
 """The audit log: every change is written with the rows it touched, before and after, in the same
 transaction as the change itself; and any logged change can be reverted while nothing later touched it.
 
-Rows are logged as JSON snapshots of their columns, so one mechanism covers expenses, categories and
-budgets. Nothing here commits.
+Rows are logged as JSON snapshots of their columns, so one mechanism covers expenses, categories, budgets
+and category rules. A statement import is logged as one row, the import, not a snapshot per expense: its
+expenses carry its id, and reverting it removes them in bulk. Nothing here commits.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, func, insert, select
+from sqlalchemy import Date, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Base, UTCDateTime, utcnow
 from .errors import Conflict, NotFound
-from .models import Budget, Category, Change, ChangeItem, Expense
+from .models import Budget, Category, CategoryRule, Change, ChangeItem, Expense, ImportedRow, StatementImport
 
-ENTITIES: dict[str, type[Base]] = {"category": Category, "budget": Budget, "expense": Expense}
+ENTITIES: dict[str, type[Base]] = {
+    "category": Category,
+    "budget": Budget,
+    "expense": Expense,
+    "category_rule": CategoryRule,
+    "import": StatementImport,
+}
 _ENTITY_OF = {model: name for name, model in ENTITIES.items()}
 _NOT_SNAPSHOTTED = {"updated_at"}  # bookkeeping, set anew whenever a row changes (an undo included)
 _CHUNK = 500
@@ -147,6 +154,8 @@ def revert(session: Session, change: Change, items: Sequence[Item]) -> list[Item
     Refuses (Conflict) unless every row is still exactly as the change left it, naming the later change
     that touched it; refuses too when later rows depend on what the revert would remove.
     """
+    if any(item.entity == "import" for item in items):
+        return _revert_import(session, change, items)
     rows = current_rows(session, items)
     for item in items:
         row = rows.get((item.entity, item.entity_id))
@@ -190,6 +199,60 @@ def revert(session: Session, change: Change, items: Sequence[Item]) -> list[Item
             "undo or change those first. Nothing was changed"
         ) from None
     return inverse
+
+
+def _revert_import(session: Session, change: Change, items: Sequence[Item]) -> list[Item]:
+    """Remove what a statement import added: its expenses and its fingerprints (so the same file can be
+    imported again). Refused while a later change still has one of its expenses changed or deleted."""
+    (item,) = items
+    if item.before is not None:
+        raise Conflict(
+            f"change {change.id} undid statement import {item.entity_id}; an undone import is not redone. "
+            "Import the same file again (same source) to add its rows back; nothing was changed"
+        )
+    import_id = item.entity_id
+    _check_imported_expenses_unchanged(session, change, import_id)
+    connection = session.connection()  # Core: bulk deletes, no rows loaded
+    connection.execute(delete(ImportedRow).where(ImportedRow.import_id == import_id))
+    connection.execute(delete(Expense).where(Expense.user_id == change.user_id, Expense.import_id == import_id))
+    return [Item(item.entity, import_id, item.after, None)]
+
+
+def _check_imported_expenses_unchanged(session: Session, change: Change, import_id: int) -> None:
+    """Refuse (Conflict, naming the change to undo first) if an expense of the import is not as imported.
+
+    Every later change that touched one of its expenses logged a snapshot naming the import; the first such
+    snapshot is the expense as imported, compared with the row as it is now (an edit that was undone since
+    leaves it as imported)."""
+    names_import = or_(
+        ChangeItem.before["import_id"].as_integer() == import_id,
+        ChangeItem.after["import_id"].as_integer() == import_id,
+    )
+    stmt = (
+        select(ChangeItem.entity_id, ChangeItem.before)
+        .join(Change, Change.id == ChangeItem.change_id)
+        .where(Change.user_id == change.user_id, ChangeItem.change_id > change.id, ChangeItem.entity == "expense")
+        .where(names_import)
+        .order_by(ChangeItem.change_id, ChangeItem.id)
+    )
+    as_imported: dict[int, Snapshot | None] = {}
+    for expense_id, before in session.execute(stmt):
+        as_imported.setdefault(expense_id, before)
+    if not as_imported:
+        return
+    rows = current_rows(session, [Item("expense", expense_id, None, None) for expense_id in as_imported])
+    for expense_id, imported in sorted(as_imported.items()):
+        row = rows.get(("expense", expense_id))
+        now = snapshot(row) if row is not None else None
+        if now == imported:
+            continue
+        later = _later_change(session, change, Item("expense", expense_id, None, imported), now)
+        what = "deleted" if now is None else "changed"
+        by = f" by change {later.id} ({later.tool}); undo change {later.id} first" if later is not None else ""
+        raise Conflict(
+            f"cannot undo change {change.id}: expense {expense_id} of the import was {what} later{by}. "
+            "Nothing was changed"
+        )
 
 
 def _check_categories_exist(session: Session, change: Change, items: Sequence[Item]) -> None:

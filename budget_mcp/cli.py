@@ -10,18 +10,20 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus
 
 from . import __version__
 
 if TYPE_CHECKING:  # imported where used: `budget-mcp --help` and the MCP handshake stay quick
+    from sqlalchemy import Engine
     from sqlalchemy.exc import SQLAlchemyError
 
     from .config import Settings
+    from .schemas import ImportResult
 
 logger = logging.getLogger("budget_mcp")
 
@@ -30,6 +32,7 @@ An MCP server that keeps and analyses your spending with exact money.
 With no command it serves MCP over stdio: what Claude Code, Claude Desktop and other clients launch.
 
 `budget-mcp serve --transport http` serves streamable HTTP (stateless, bearer tokens) instead.
+`budget-mcp import FILE` imports a bank statement CSV; `budget-mcp export` writes expenses as CSV or JSON.
 
 Settings come from the environment or a .env file (see .env.example):
   DATABASE_URL                 PostgreSQL/Neon URL or sqlite:////path; default: a per-user SQLite file
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings and data are not touched.",
     )
     demo.add_argument("--keep", action="store_true", help="keep the demo database and print where it is")
+    _add_import_export(commands)
     token = commands.add_parser("token", help="manage the HTTP server's bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", metavar="{create,list,revoke}", required=True)
     create = token_commands.add_parser("create", help="create a token for a user and print it (shown only once)")
@@ -187,6 +191,51 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_commands.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("id", type=int, help="the token's id, from `budget-mcp token list`")
     return parser
+
+
+STATEMENT_COLUMNS = ("date", "amount", "debit", "credit", "description", "merchant", "category", "currency", "notes")
+
+
+def _add_import_export(commands: Any) -> None:
+    from .periods import PERIOD_NAMES
+
+    statement = commands.add_parser(
+        "import",
+        help="import a bank statement CSV as expenses (--dry-run: preview only)",
+        description="Imports the expenses of a bank's CSV export for BUDGET_MCP_USER, all or nothing, as one "
+        "change that undo_change reverts. The format (delimiter, encoding, header, dates, decimals, signs) is "
+        "detected; when something is ambiguous the error says which option settles it. Rows imported before "
+        "from the same --source are skipped, as are credits (money in). Rows are filed by the category rules "
+        "(add_category_rule), else by the file's category column when that category exists, else into "
+        "Uncategorized. Exits 1, changing nothing, when the file cannot be imported.",
+    )
+    statement.add_argument("file", type=Path, help="the CSV file")
+    statement.add_argument(
+        "--source", default="import", help="the account it is from (default: import); duplicates are per source"
+    )
+    statement.add_argument("--currency", help="ISO 4217 code for rows that name none (default: the configured one)")
+    statement.add_argument("--date-order", choices=["iso", "day_first", "month_first"])
+    statement.add_argument("--decimal-separator", choices=[".", ","])
+    statement.add_argument("--sign-convention", choices=["negative_is_expense", "positive_is_expense"])
+    statement.add_argument("--dry-run", action="store_true", help="show what would be imported, save nothing")
+    for column in (*STATEMENT_COLUMNS, "direction"):
+        statement.add_argument(
+            f"--{column}-column", metavar="HEADER", help=f"the header cell of the {column} column, if not detected"
+        )
+    export = commands.add_parser(
+        "export",
+        help="write expenses as CSV or JSON to a file or stdout (streamed)",
+        description="Writes BUDGET_MCP_USER's expenses, oldest first, as CSV (the columns import_expenses_csv "
+        "reads back: date,amount,currency,category,description,merchant,notes,id) or as a JSON array. Rows are "
+        "streamed from the database, so memory stays flat for any number of expenses. Without dates: all time.",
+    )
+    export.add_argument("--format", choices=["csv", "json"], default="csv", help="default: csv")
+    export.add_argument("--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
+    export.add_argument("--start-date", metavar="YYYY-MM-DD", help="first day included")
+    export.add_argument("--end-date", metavar="YYYY-MM-DD", help="last day included")
+    export.add_argument("--period", choices=PERIOD_NAMES, help="a named period instead of dates")
+    export.add_argument("--category", help="only this category (any case)")
+    export.add_argument("--currency", help="only this currency")
 
 
 def _load_settings(env_file: Path | None) -> Settings:
@@ -278,6 +327,194 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
         for row in rows:
             state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}Z" if row.revoked_at else "active"
             print(f"{row.id:>4}  {row.user:<20}  {row.created_at:%Y-%m-%d %H:%M}Z  {state:<24}  {row.label or ''}")
+    return 0
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    """The user's database, its schema up to date, for one command."""
+    from .db import EngineOptions, make_engine
+    from .transactions import migrate
+
+    migrate(settings)
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from . import imports
+    from .db import make_session_factory
+    from .errors import BudgetError
+    from .schemas import PREVIEW_MAX, ColumnNames, StatementOptions
+    from .service import Caller
+    from .transactions import run_in_transaction
+
+    try:
+        options = StatementOptions(
+            source=args.source,
+            currency=args.currency,
+            date_order=args.date_order,
+            decimal_separator=args.decimal_separator,
+            sign_convention=args.sign_convention,
+            columns=ColumnNames(**{c: getattr(args, f"{c}_column") for c in (*STATEMENT_COLUMNS, "direction")}),
+        )
+    except ValidationError as error:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc'][-1:])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors(include_input=False, include_url=False)
+        )
+        raise SystemExit(f"budget-mcp: {problems}") from None
+    caller = Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
+    try:
+        statement = imports.read_statement_file(args.file.absolute())
+        with _database(settings) as engine, _progress_bar() as progress:
+            result = run_in_transaction(
+                make_session_factory(engine),
+                lambda session: imports.import_statement(
+                    session,
+                    caller,
+                    statement,
+                    options,
+                    dry_run=args.dry_run,
+                    preview_limit=PREVIEW_MAX,
+                    preview_status="rejected",
+                    progress=progress,
+                ),
+                dry_run=args.dry_run,
+            )
+    except BudgetError as error:
+        raise SystemExit(f"budget-mcp: {_as_options(str(error))}") from None
+    _print_import(result, args.file.name)
+    return 0
+
+
+def _as_options(message: str) -> str:
+    """An error written for the tool's arguments, in this command's options: date_order='day_first' reads
+    --date-order day_first."""
+    import re
+
+    return re.sub(
+        r"\b(date_order|decimal_separator|sign_convention|default_currency)=?'([^']*)'",
+        lambda m: f"--{'currency' if m[1] == 'default_currency' else m[1].replace('_', '-')} {m[2]}",
+        message,
+    )
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr while rows go in, when stderr is a terminal (not in logs or pipes)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=None)
+
+        def report(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield report
+
+
+def _print_import(result: ImportResult, file_name: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True)
+    found = result.format
+    console.print(
+        f"{file_name}: {found.encoding}, delimiter {found.delimiter!r}, header on line {found.header_line}, "
+        f"dates {found.date_order}, decimal separator {found.decimal_separator!r}"
+        + (f", {found.sign_convention}" if found.sign_convention else "")
+    )
+    console.print("columns: " + ", ".join(f"{name}={header!r}" for name, header in found.columns.items()))
+    counts = Table(title="Import preview (nothing saved)" if result.dry_run else "Imported")
+    for column in ("rows", "added", "imported before", "credits skipped", "rejected"):
+        counts.add_column(column, justify="right")
+    counts.add_row(*map(str, (result.rows, result.added, result.duplicates, result.credits_skipped, result.rejected)))
+    console.print(counts)
+    if result.totals:
+        money = Table("currency", "total", "expenses")
+        for total in result.totals:
+            money.add_row(total.currency, total.total, str(total.count))
+        console.print(money)
+    if result.categories:
+        categories = Table("category", "expenses")
+        for name, count in result.categories.items():
+            categories.add_row(name, str(count))
+        console.print(categories)
+    if result.preview:
+        rejected = Table("line", "rejected because", title=f"Rejected rows ({result.rejected})")
+        for row in result.preview:
+            rejected.add_row(str(row.line), row.note or "")
+        console.print(rejected)
+        if result.rejected > len(result.preview):
+            console.print(f"... and {result.rejected - len(result.preview)} more rejected rows")
+    if result.dry_run:
+        console.print("Preview only: nothing was saved. Run again without --dry-run to import.")
+    elif result.change_id is not None:
+        console.print(
+            f"Saved as import {result.import_id}, change {result.change_id} in the audit log; from an MCP client, "
+            f"undo_change with change_id={result.change_id} removes the whole import."
+        )
+    else:
+        console.print("Nothing new to import; nothing was changed.")
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from . import imports
+    from .db import make_session_factory
+    from .errors import BudgetError
+    from .schemas import parse_iso_date
+    from .service import Caller
+
+    caller = Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
+    output = args.output
+    partial = output.with_name(f".{output.name}.part") if output is not None else None
+    try:
+        days = (
+            parse_iso_date(args.start_date) if args.start_date else None,
+            parse_iso_date(args.end_date) if args.end_date else None,
+            args.period,
+        )
+        with _database(settings) as engine, make_session_factory(engine, read_only=True).begin() as session:
+            query = imports.export_query(
+                session, caller, format=args.format, days=days, category=args.category, currency=args.currency
+            )
+            chunks = imports.stream_export(session, query, args.format)
+            if partial is None:
+                for chunk in chunks:
+                    sys.stdout.write(chunk)
+                sys.stdout.flush()
+            else:
+                # Written beside the target and renamed at the end: an interrupted export leaves no half file.
+                with partial.open("w", encoding="utf-8", newline="") as handle:
+                    handle.writelines(chunks)
+                partial.replace(output)
+    except BudgetError as error:
+        raise SystemExit(f"budget-mcp: {error}") from None
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 0
+    except OSError as error:
+        raise SystemExit(f"budget-mcp: cannot write {output}: {error.strerror or error}") from None
+    finally:
+        if partial is not None and partial.exists():
+            partial.unlink()
     return 0
 
 
@@ -405,6 +642,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return _doctor(settings, args.env_file)
         if args.command == "token":
             return _token(settings, args)
+        if args.command == "import":
+            return _import(settings, args)
+        if args.command == "export":
+            return _export(settings, args)
         if args.command == "install":  # the settings in effect are what it installs
             from .install import run_install
 

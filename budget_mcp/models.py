@@ -1,4 +1,5 @@
-"""ORM tables: users, their categories and their expenses. Constraints and indexes live here; logic does not."""
+"""ORM tables: users, their categories, expenses, budgets, the audit log, statement imports and category
+rules. Constraints and indexes live here; logic does not."""
 
 from __future__ import annotations
 
@@ -19,10 +20,22 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .db import Base, utcnow
-from .schemas import DESCRIPTION_MAX, IDEMPOTENCY_KEY_MAX, MERCHANT_MAX, NAME_KEY_MAX, NAME_MAX, NOTES_MAX
+from .schemas import (
+    DESCRIPTION_MAX,
+    FILE_NAME_MAX,
+    IDEMPOTENCY_KEY_MAX,
+    MERCHANT_MAX,
+    NAME_KEY_MAX,
+    NAME_MAX,
+    NOTES_MAX,
+    RULE_PATTERN_KEY_MAX,
+    RULE_PATTERN_MAX,
+    SOURCE_MAX,
+)
 
 USER_NAME_MAX = 100
 REQUEST_KEY_LENGTH = 32
+FINGERPRINT_LENGTH = 64  # a statement row's sha256, in hex
 # Ids are never reused (SQLite would otherwise hand a deleted row's id to the next insert): the audit log
 # names rows by id, and undoing a delete puts the row back under its old id.
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
@@ -86,6 +99,8 @@ class Expense(Base):
     merchant: Mapped[str | None] = mapped_column(String(MERCHANT_MAX))
     notes: Mapped[str | None] = mapped_column(String(NOTES_MAX))
     idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_MAX))
+    # The statement import that added it, if any: undoing the import finds its expenses by this column.
+    import_id: Mapped[int | None] = mapped_column(ForeignKey("imports.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -178,3 +193,61 @@ class ChangeItem(Base):
     entity_id: Mapped[int]
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class StatementImport(Base):
+    """One bank statement imported by import_expenses_csv: where it came from and what it did. Its change
+    in the audit log undoes it as a whole."""
+
+    __tablename__ = "imports"
+    __table_args__ = (NEVER_REUSE_IDS,)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(SOURCE_MAX))
+    file_name: Mapped[str | None] = mapped_column(String(FILE_NAME_MAX))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    added: Mapped[int]
+    duplicates: Mapped[int]
+    rejected: Mapped[int]
+    credits: Mapped[int]
+    change_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"))
+
+
+class ImportedRow(Base):
+    """The fingerprint of a statement row once imported: a unique key, so a row is imported at most once.
+    It outlives its expense (a re-import does not bring back what the user deleted); undoing the import
+    removes it (a re-import after an undo adds the rows again)."""
+
+    __tablename__ = "imported_rows"
+    __table_args__ = (UniqueConstraint("user_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
+    import_id: Mapped[int] = mapped_column(ForeignKey("imports.id", ondelete="CASCADE"), index=True)
+    # Indexed: deleting an expense looks up the row that names it.
+    expense_id: Mapped[int | None] = mapped_column(ForeignKey("expenses.id", ondelete="SET NULL"), index=True)
+
+
+class CategoryRule(Base):
+    """Files imported rows whose merchant or description contains ``pattern`` (any case) under a category.
+    ``pattern_key`` is the case-folded pattern: one rule per pattern and user."""
+
+    __tablename__ = "category_rules"
+    __table_args__ = (
+        UniqueConstraint("user_id", "pattern_key"),
+        ForeignKeyConstraint(
+            ["user_id", "category_id"],
+            ["categories.user_id", "categories.id"],
+            ondelete="RESTRICT",
+        ),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    pattern: Mapped[str] = mapped_column(String(RULE_PATTERN_MAX))
+    pattern_key: Mapped[str] = mapped_column(String(RULE_PATTERN_KEY_MAX))
+    category_id: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, case, func, insert, literal, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import day_key, month_key, unicode_lower, week_key
-from .models import Budget, Category, Expense, User
+from .models import Budget, Category, CategoryRule, Expense, ImportedRow, User
 
 
 @dataclass(frozen=True)
@@ -463,3 +463,110 @@ def search_sums(session: Session, user_id: int, where: SearchFilter) -> list[Cur
         .order_by(Expense.currency)
     )
     return [CurrencySum(currency, count, int(total)) for currency, count, total in session.execute(stmt)]
+
+
+def expenses_in_date_order(
+    user_id: int, where: SearchFilter, *, after: tuple[date, int] | None
+) -> Select[*tuple[Any, ...]]:
+    """Oldest first (day, then id), after the keyset position ``after``, as rows of :data:`EXPENSE_COLUMNS`:
+    the query behind exports, paged (add a limit) or streamed."""
+    stmt = (
+        select(*EXPENSE_COLUMNS)
+        .join(Category, and_(Category.user_id == Expense.user_id, Category.id == Expense.category_id))
+        .where(Expense.user_id == user_id, *where.conditions())
+        .order_by(Expense.spent_on, Expense.id)
+    )
+    if after is not None:
+        day, expense_id = after
+        stmt = stmt.where(or_(Expense.spent_on > day, and_(Expense.spent_on == day, Expense.id > expense_id)))
+    return stmt
+
+
+# --- statement imports --------------------------------------------------------------------------------
+
+LOOKUP_CHUNK = 900  # values per IN (...) list: under SQLite's old limit of 999 bound parameters
+
+
+def imported_fingerprints(session: Session, user_id: int, fingerprints: Sequence[str]) -> dict[str, int | None]:
+    """Which of these statement rows were imported before, each with the expense it became (None: the
+    expense was deleted since): one query per chunk."""
+    found: dict[str, int | None] = {}
+    for start in range(0, len(fingerprints), LOOKUP_CHUNK):
+        chunk = fingerprints[start : start + LOOKUP_CHUNK]
+        stmt = select(ImportedRow.fingerprint, ImportedRow.expense_id).where(
+            ImportedRow.user_id == user_id, ImportedRow.fingerprint.in_(chunk)
+        )
+        found.update((found_print, expense_id) for found_print, expense_id in session.execute(stmt))
+    return found
+
+
+def reserve_expense_ids(session: Session, count: int) -> list[int]:
+    """Ids for ``count`` expenses about to be inserted in bulk. With the ids in hand an executemany needs no
+    RETURNING, whose order SQLite does not promise (SQLAlchemy would then insert one row at a time)."""
+    if session.get_bind().dialect.name == "sqlite":
+        # This transaction holds SQLite's write lock (BEGIN IMMEDIATE), so no one else takes ids meanwhile;
+        # AUTOINCREMENT continues after the largest id the table ever had (kept in sqlite_sequence).
+        used = session.scalar(text("SELECT max(seq) FROM sqlite_sequence WHERE name = 'expenses'")) or 0
+        start = max(used, session.scalar(select(func.max(Expense.id))) or 0)
+        return list(range(start + 1, start + count + 1))
+    sequence = func.pg_get_serial_sequence(Expense.__tablename__, Expense.id.key)
+    return list(session.scalars(select(func.nextval(sequence)).select_from(func.generate_series(1, count))))
+
+
+def insert_expenses(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert expenses given as column values (ids included), in few statements (executemany)."""
+    session.connection().execute(insert(Expense), rows)  # Core: plain rows, nothing for the ORM to track
+
+
+def insert_imported_rows(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    session.connection().execute(insert(ImportedRow), rows)
+
+
+def categories_by_key(session: Session, user_id: int) -> dict[str, tuple[int, str]]:
+    """Every category of the user: name key -> (id, name)."""
+    stmt = select(Category.name_key, Category.id, Category.name).where(Category.user_id == user_id)
+    return {key: (category_id, name) for key, category_id, name in session.execute(stmt)}
+
+
+# --- category rules -----------------------------------------------------------------------------------
+
+
+def rules_with_categories(session: Session, user_id: int) -> list[tuple[CategoryRule, str]]:
+    """Every rule of the user with its category's name, by id."""
+    stmt = (
+        select(CategoryRule, Category.name)
+        .join(Category, and_(Category.user_id == CategoryRule.user_id, Category.id == CategoryRule.category_id))
+        .where(CategoryRule.user_id == user_id)
+        .order_by(CategoryRule.id)
+    )
+    return [(rule, name) for rule, name in session.execute(stmt)]
+
+
+def rules_page(session: Session, user_id: int, *, after_key: str | None, limit: int) -> list[tuple[CategoryRule, str]]:
+    stmt = (
+        select(CategoryRule, Category.name)
+        .join(Category, and_(Category.user_id == CategoryRule.user_id, Category.id == CategoryRule.category_id))
+        .where(CategoryRule.user_id == user_id)
+        .order_by(CategoryRule.pattern_key)
+        .limit(limit)
+    )
+    if after_key is not None:
+        stmt = stmt.where(CategoryRule.pattern_key > after_key)
+    return [(rule, name) for rule, name in session.execute(stmt)]
+
+
+def count_rules(session: Session, user_id: int) -> int:
+    return session.scalar(select(func.count()).where(CategoryRule.user_id == user_id)) or 0
+
+
+def find_rule(session: Session, user_id: int, key: str) -> CategoryRule | None:
+    return session.scalar(select(CategoryRule).where(CategoryRule.user_id == user_id, CategoryRule.pattern_key == key))
+
+
+def rules_of_category(session: Session, user_id: int, category_id: int) -> Sequence[CategoryRule]:
+    stmt = (
+        select(CategoryRule)
+        .where(CategoryRule.user_id == user_id, CategoryRule.category_id == category_id)
+        .order_by(CategoryRule.pattern_key)
+    )
+    return session.scalars(stmt).all()

@@ -24,6 +24,12 @@ GROUPS_MAX = 1000
 IDEMPOTENCY_KEY_MAX = 100
 MAX_TREND_MONTHS = 120
 NAME_KEY_MAX = NAME_MAX * 3  # room for case folding and compatibility forms of a 64-character name
+SOURCE_MAX = 64
+FILE_NAME_MAX = 255
+RULE_PATTERN_MAX = 100
+RULE_PATTERN_KEY_MAX = RULE_PATTERN_MAX * 3
+PREVIEW_MAX = 200
+EXPORT_MAX = 5000
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -533,12 +539,14 @@ class CategoryRemoved(ChangeReceipt):
     budgets_removed: list[BudgetSpan] = Field(
         description="Budgets dropped: the target's own budget covered those months, or nothing to move them to."
     )
+    rules_moved: list[str] = Field(default=[], description="Category rules (patterns) moved too.")
+    rules_removed: list[str] = Field(default=[], description="Category rules (patterns) deleted.")
 
 
 class ChangeDetail(BaseModel):
     """One row a change touched, as stored before and after it (null: the row did not exist)."""
 
-    table: Literal["expense", "category", "budget"]
+    table: Literal["expense", "category", "budget", "category_rule", "import"]
     row_id: int
     before: dict[str, Any] | None
     after: dict[str, Any] | None
@@ -567,3 +575,141 @@ class ChangeList(BaseModel):
 class Undone(ChangeReceipt):
     undone: ChangeOut = Field(description="The change that was reverted.")
     rows: int = Field(description="How many rows were put back.")
+
+
+# --- bank statements: import, export, category rules ------------------------------------------------------
+
+# The parser's choices, spelt here too: this module is loaded at start-up, the parser only when used.
+DateOrder = Literal["iso", "day_first", "month_first"]
+DecimalSeparator = Literal[".", ","]
+SignConvention = Literal["negative_is_expense", "positive_is_expense"]
+ImportStatus = Literal["add", "duplicate", "rejected", "credit_skipped"]
+ColumnField = Literal[
+    "date", "amount", "debit", "credit", "description", "merchant", "category", "currency", "notes", "direction"
+]
+ExportFormat = Literal["csv", "json"]
+
+RulePattern = Annotated[
+    str,
+    Field(
+        min_length=2,
+        max_length=RULE_PATTERN_MAX,
+        description="Text to find in an imported row's merchant or description (any case), e.g. STARBUCKS.",
+    ),
+    AfterValidator(_single_line),
+]
+SourceName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=SOURCE_MAX,
+        description="The account it is from, e.g. checking; duplicates are per source.",
+    ),
+    AfterValidator(_single_line),
+]
+
+
+class ColumnNames(BaseModel):
+    """Which header cell of a statement holds what (None: let the parser find it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    date: str | None = None
+    amount: str | None = None
+    debit: str | None = None
+    credit: str | None = None
+    description: str | None = None
+    merchant: str | None = None
+    category: str | None = None
+    currency: str | None = None
+    notes: str | None = None
+    direction: str | None = None
+
+    def given(self) -> dict[str, str]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class StatementOptions(BaseModel):
+    """How to read one statement; every choice left None is detected from the file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: SourceName = "import"
+    currency: CurrencyCode | None = None
+    date_order: DateOrder | None = None
+    decimal_separator: DecimalSeparator | None = None
+    sign_convention: SignConvention | None = None
+    columns: ColumnNames = ColumnNames()
+
+
+class StatementFormat(BaseModel):
+    """How the file was read (arguments of the same names override it)."""
+
+    encoding: str
+    delimiter: str
+    header_line: int
+    columns: dict[str, str]
+    columns_inferred: bool
+    date_order: str
+    decimal_separator: str
+    sign_convention: str | None
+
+
+class ImportRow(BaseModel):
+    line: int
+    status: ImportStatus
+    spent_on: date | None
+    amount: MoneyText | None
+    currency: str | None
+    description: str | None
+    category: str | None
+    note: str | None = Field(description="Why: the rule, the earlier expense, the rejection.")
+
+
+class ImportResult(ChangeReceipt):
+    """What import_expenses_csv did (dry run: would do)."""
+
+    import_id: int | None
+    format: StatementFormat
+    rows: int
+    added: int
+    duplicates: int = Field(description="Imported before from this source.")
+    rejected: int
+    credits_skipped: int = Field(description="Money in (refunds, income).")
+    totals: list[CurrencyTotal] = Field(description="Added, per currency.")
+    categories: dict[str, int] = Field(description="Category -> rows added to it.")
+    preview: list[ImportRow] = Field(description="Rows in file order.")
+    next_cursor: str | None = Field(description="More preview rows: call again with cursor.")
+    message: str = Field(description="What happened; what to do next.")
+
+
+class CategoryRuleOut(BaseModel):
+    pattern: str
+    category: str
+
+
+class CategoryRuleList(BaseModel):
+    """Category rules, by pattern."""
+
+    rules: list[CategoryRuleOut]
+    count: int
+    next_cursor: str | None
+
+
+class CategoryRuleChange(ChangeReceipt):
+    rule: CategoryRuleOut
+    replaced: str | None = Field(description="The category the pattern filed into before, if the rule existed.")
+
+
+class ExpenseExport(BaseModel):
+    """One page of an export: the text to save, and how to get the rest."""
+
+    format: ExportFormat
+    period: PeriodUsed
+    count: int = Field(description="Expenses matching, across every page.")
+    exported: int = Field(description="Expenses in this page's text.")
+    totals: list[CurrencyTotal] = Field(description="Of every match, per currency.")
+    text: str = Field(description="CSV with a header row, or a JSON array; oldest first.")
+    next_cursor: str | None = Field(
+        description="More pages: call again with cursor. The CLI `budget-mcp export` writes everything at once."
+    )

@@ -19,6 +19,7 @@ from datetime import datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import anyio.from_thread
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -41,7 +42,9 @@ from . import __version__
 from .config import Settings, max_connections
 from .errors import BudgetError, DatabaseUnavailable
 from .schemas import (
+    EXPORT_MAX,
     MAX_TREND_MONTHS,
+    PREVIEW_MAX,
     Amount,
     BudgetChange,
     BudgetStatus,
@@ -49,22 +52,32 @@ from .schemas import (
     CategoryName,
     CategoryRemoved,
     CategoryRenamed,
+    CategoryRuleChange,
+    CategoryRuleList,
     ChangeId,
     ChangeList,
     ClearableField,
+    ColumnField,
+    ColumnNames,
     CurrencyCode,
     Cursor,
+    DateOrder,
+    DecimalSeparator,
     Description,
     DryRun,
     Expense,
     ExpenseChanges,
     ExpenseDeleted,
+    ExpenseExport,
     ExpenseId,
     ExpenseIds,
     ExpensePage,
+    ExportFormat,
     GroupBy,
     GroupLimit,
     IdempotencyKey,
+    ImportResult,
+    ImportStatus,
     IsoDate,
     Merchant,
     MonthArg,
@@ -74,9 +87,13 @@ from .schemas import (
     Period,
     PeriodComparison,
     Recategorized,
+    RulePattern,
     SearchResult,
+    SignConvention,
+    SourceName,
     SpendingSummary,
     SpendingTrend,
+    StatementOptions,
     TopExpenses,
     Undone,
 )
@@ -107,10 +124,11 @@ def _lazy_module(name: str) -> ModuleType:
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from . import reports, service, tokens, transactions
+    from . import imports, reports, service, tokens, transactions
     from .service import Caller
     from .transactions import RetryPolicy
 else:
+    imports = _lazy_module(f"{__package__}.imports")
     reports = _lazy_module(f"{__package__}.reports")
     service = _lazy_module(f"{__package__}.service")
     tokens = _lazy_module(f"{__package__}.tokens")
@@ -819,6 +837,57 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
             lambda session, caller: service.list_changes(session, caller, limit=limit, cursor=cursor, details=details),
         )
 
+    @server.tool(title="Export expenses", annotations=read)
+    def export_expenses(
+        ctx: AppContext,
+        format: Annotated[
+            ExportFormat, Field(description="csv (imports back with import_expenses_csv) or json.")
+        ] = "csv",
+        start_date: StartDate = None,
+        end_date: EndDate = None,
+        period: Period | None = None,
+        category: OptionalCategory = None,
+        currency: Annotated[CurrencyCode | None, Field(description="Only this currency.")] = None,
+        limit: Annotated[int, Field(ge=1, le=EXPORT_MAX, description=f"Expenses per page, 1 to {EXPORT_MAX}.")] = 500,
+        cursor: Cursor | None = None,
+    ) -> ExpenseExport:
+        """Export expenses (no dates: all time) as CSV or JSON text, oldest first, a page at a time; each page
+        is complete text. To save everything in one file the user can run `budget-mcp export --output FILE`.
+        """
+        return _read(
+            ctx,
+            lambda session, caller: imports.export_expenses(
+                session,
+                caller,
+                format=format,
+                days=(start_date, end_date, period),
+                category=category,
+                currency=currency,
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+
+    @server.tool(title="List category rules", annotations=read)
+    def list_category_rules(ctx: AppContext, limit: PageLimit = 100, cursor: Cursor | None = None) -> CategoryRuleList:
+        """The rules import_expenses_csv files rows by (pattern -> category), by pattern."""
+        return _read(
+            ctx, lambda session, caller: imports.list_category_rules(session, caller, limit=limit, cursor=cursor)
+        )
+
+
+def _progress(ctx: AppContext) -> Callable[[int, int], None]:
+    """Progress notifications for a long call. The tool body runs in a worker thread: each report is handed
+    to the event loop and waited for; the SDK sends it only if the client asked (gave a progress token)."""
+    sent = [-1]
+
+    def report(done: int, total: int) -> None:
+        if done > sent[0]:  # a retried transaction starts again: progress never goes back
+            sent[0] = done
+            anyio.from_thread.run(ctx.report_progress, done, total, f"{done:,} of {total:,} rows added")
+
+    return report
+
 
 def _register_write_tools(server: MCPServer[AppState]) -> None:
     write = _annotations(read_only=False)
@@ -928,8 +997,8 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
         ctx: AppContext,
         dry_run: DryRun = False,
     ) -> CategoryRemoved:
-        """Move every expense and budget of source into target, then remove source. Where both have a
-        budget for a month, target's is kept. Preview with dry_run=true first.
+        """Move every expense, budget and category rule of source into target, then remove source. Where
+        both have a budget for a month, target's is kept. Preview with dry_run=true first.
         """
         return _run(
             ctx,
@@ -947,7 +1016,7 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
         dry_run: DryRun = False,
     ) -> CategoryRemoved:
         """Delete a category. Refused while it holds expenses unless move_to names where they go.
-        Its budgets move too (or are removed without move_to).
+        Its budgets and category rules move too (or are removed without move_to).
         """
         return _run(
             ctx,
@@ -1012,6 +1081,80 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
                 ongoing=ongoing,
                 dry_run=dry_run,
             ),
+            dry_run=dry_run,
+        )
+
+    @server.tool(title="Import a bank statement", annotations=_annotations(read_only=False, idempotent=True))
+    def import_expenses_csv(
+        ctx: AppContext,
+        csv_text: Annotated[str | None, Field(description="The CSV export's contents.")] = None,
+        path: Annotated[str | None, Field(description="Or the file's absolute path (stdio servers only).")] = None,
+        source: SourceName = "import",
+        currency: Annotated[CurrencyCode | None, Field(description="For rows naming none.")] = None,
+        date_order: DateOrder | None = None,
+        decimal_separator: DecimalSeparator | None = None,
+        sign_convention: SignConvention | None = None,
+        columns: Annotated[
+            dict[ColumnField, str] | None,
+            Field(description='Header cells of columns not detected, e.g. {"date": "Valuta", "amount": "Betrag"}.'),
+        ] = None,
+        dry_run: Annotated[bool, Field(description="True: preview, save nothing.")] = True,
+        preview_limit: Annotated[int, Field(ge=1, le=PREVIEW_MAX)] = 20,
+        preview_status: Annotated[ImportStatus | None, Field(description="Preview only these rows.")] = None,
+        cursor: Cursor | None = None,
+    ) -> ImportResult:
+        """Import a bank statement CSV's expenses. Its format is detected; an error names the argument that
+        settles a doubt. dry_run (default) previews: show the user, then call with dry_run=false. All or
+        nothing; undo_change reverts it whole. Rows imported before (same source) and credits are skipped.
+        Filing: longest add_category_rule match, else the file's category if it exists, else Uncategorized.
+        """
+        allow_path = not ctx.request_context.lifespan_context.per_token_user
+        options = StatementOptions(
+            source=source,
+            currency=currency,
+            date_order=date_order,
+            decimal_separator=decimal_separator,
+            sign_convention=sign_convention,
+            columns=ColumnNames(**(columns or {})),
+        )
+        progress = _progress(ctx)
+        return _run(
+            ctx,
+            lambda session, caller: imports.import_statement(
+                session,
+                caller,
+                imports.statement_from(csv_text, path, allow_path=allow_path),
+                options,
+                dry_run=dry_run,
+                preview_limit=preview_limit,
+                preview_status=preview_status,
+                cursor=cursor,
+                progress=progress,
+            ),
+            dry_run=dry_run,
+        )
+
+    @server.tool(title="Add a category rule", annotations=_annotations(read_only=False, idempotent=True))
+    def add_category_rule(
+        pattern: RulePattern, category: CategoryName, ctx: AppContext, dry_run: DryRun = False
+    ) -> CategoryRuleChange:
+        """File imported rows whose merchant or description contains pattern (any case) under category; the
+        longest matching pattern wins. A rule for the same pattern is pointed at the new category.
+        """
+        return _run(
+            ctx,
+            lambda session, caller: imports.add_category_rule(session, caller, pattern, category, dry_run=dry_run),
+            dry_run=dry_run,
+        )
+
+    @server.tool(
+        title="Delete a category rule", annotations=_annotations(read_only=False, destructive=True, idempotent=True)
+    )
+    def delete_category_rule(pattern: RulePattern, ctx: AppContext, dry_run: DryRun = False) -> CategoryRuleChange:
+        """Delete the category rule for pattern (any case); imported expenses keep their category."""
+        return _run(
+            ctx,
+            lambda session, caller: imports.delete_category_rule(session, caller, pattern, dry_run=dry_run),
             dry_run=dry_run,
         )
 
@@ -1127,10 +1270,11 @@ def _register_prompts(server: MCPServer[AppState], *, read_only: bool) -> None:
         return (
             "Help me clean up my expenses.\n"
             "1. Call list_categories; look for near-duplicate names (merge_categories) and catch-alls such "
-            "as Uncategorized or Other.\n"
+            "as Other, and Uncategorized, where imported bank statement rows go when no rule matches.\n"
             "2. Call search_expenses in the catch-all categories, and top_expenses for last_30_days to spot "
             "unusual amounts or likely duplicates (same amount, day and merchant).\n"
             "3. Propose the fixes as a list. Preview bulk changes with dry_run=true (recategorize_expenses, "
-            "merge_categories, delete_category) and apply them only after I confirm.\n"
+            "merge_categories, delete_category) and apply them only after I confirm. For merchants that "
+            "recur, propose add_category_rule (see list_category_rules) so future imports file them.\n"
             "4. Finish with list_changes so I can see, and undo_change if needed, what was done."
         )

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from . import audit
 from . import repository as repo
 from .errors import Conflict, InvalidInput, NotFound
-from .models import Budget, Category, Change, Expense
+from .models import Budget, Category, CategoryRule, Change, Expense
 from .money import format_amount, from_minor_units, to_minor_units
 from .periods import DateRange, Month, MonthSpan, overlap, resolve_range, subtract
 from .schemas import (
@@ -471,17 +471,33 @@ def _remove_category(
             session.flush()
             items.append(audit.created(extra))
             moved.append(_span_out(extra, target.name))
+    rules_moved: list[str] = []
+    rules_removed: list[str] = []
+    for rule in repo.rules_of_category(session, source.user_id, source.id):  # they follow the expenses
+        before = audit.snapshot(rule)
+        if target is not None:
+            rule.category_id = target.id
+            session.flush()
+            items.append(audit.updated(before, rule))
+            rules_moved.append(rule.pattern)
+        else:
+            session.delete(rule)
+            session.flush()
+            items.append(audit.deleted(before, CategoryRule))
+            rules_removed.append(rule.pattern)
     before = audit.snapshot(source)
     session.delete(source)
     session.flush()
     items.append(audit.deleted(before, Category))
     into = f" into {target.name!r}" if target is not None else ""
+    rules = len(rules_moved) + len(rules_removed)
     change = audit.record(
         session,
         source.user_id,
         tool,
         f"{'merged' if target is not None else 'deleted'} category {source.name!r}{into}: "
-        f"{moved_expenses} expense(s) and {len(moved)} budget span(s) moved",
+        f"{moved_expenses} expense(s) and {len(moved)} budget span(s) moved"
+        + (f", {rules} category rule(s) {'moved' if target is not None else 'removed'}" if rules else ""),
         items,
     )
     return CategoryRemoved(
@@ -490,6 +506,8 @@ def _remove_category(
         expenses_moved=moved_expenses,
         budgets_moved=moved,
         budgets_removed=dropped,
+        rules_moved=rules_moved,
+        rules_removed=rules_removed,
         **receipt(change, dry_run),
     )
 

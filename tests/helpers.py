@@ -56,6 +56,8 @@ READ_TOOLS = frozenset(
         "compare_periods",
         "top_expenses",
         "list_changes",
+        "export_expenses",
+        "list_category_rules",
     }
 )
 WRITE_TOOLS = frozenset(
@@ -71,9 +73,14 @@ WRITE_TOOLS = frozenset(
         "set_budget",
         "delete_budget",
         "undo_change",
+        "import_expenses_csv",
+        "add_category_rule",
+        "delete_category_rule",
     }
 )
-DESTRUCTIVE_TOOLS = frozenset({"delete_expense", "merge_categories", "delete_category", "delete_budget", "undo_change"})
+DESTRUCTIVE_TOOLS = frozenset(
+    {"delete_expense", "merge_categories", "delete_category", "delete_budget", "undo_change", "delete_category_rule"}
+)
 TOOLS = READ_TOOLS | WRITE_TOOLS
 
 
@@ -111,3 +118,18 @@ def empty_tables(url: str) -> None:
 async def seed_categories(client: Client, *names: str) -> None:
     for name in names:
         await ok(client, "create_category", name=name)
+
+
+def cli_database(monkeypatch: Any, tmp_path: Any) -> str:
+    """Point the ``budget-mcp`` command (``budget_mcp.cli.main``) at a new SQLite file, for user alice, with no
+    other settings from the machine; returns the URL."""
+    import os
+
+    url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
+    for name in list(os.environ):
+        if name == "DATABASE_URL" or name.startswith("BUDGET_MCP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("BUDGET_MCP_USER", "alice")
+    monkeypatch.chdir(tmp_path)
+    return url

@@ -20,11 +20,11 @@ from sqlalchemy import create_engine, inspect, text
 from budget_mcp import __version__
 from budget_mcp.cli import main
 from budget_mcp.config import Settings, env_var
-from budget_mcp.db import Base
+from budget_mcp.db import SCHEMA_HEAD, Base
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-Pa55word"
-SUBCOMMANDS = ("serve", "db", "info", "doctor", "token", "skills", "install", "demo")
+SUBCOMMANDS = ("serve", "db", "info", "doctor", "token", "skills", "install", "demo", "import", "export")
 
 
 def setting_names() -> set[str]:
@@ -210,7 +210,7 @@ def test_db_upgrade_creates_the_schema_on_a_new_sqlite_file_and_is_idempotent(
         assert main(["db", "upgrade"]) == 0
         with engine.connect() as connection:
             assert connection.execute(text("SELECT name FROM users")).scalars().all() == ["alice"]
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_HEAD]
     finally:
         engine.dispose()
 

@@ -131,6 +131,7 @@ LAYERS = [
     "doctor",
     "server",
     "transactions",
+    "imports",
     "reports",
     "service",
     "tokens",
@@ -140,7 +141,7 @@ LAYERS = [
     "db",
     "install",  # writes client configs; needs only the settings
 ]
-LEAVES = {"schemas", "errors", "money", "config", "periods", "skills", "troubleshoot"}
+LEAVES = {"schemas", "errors", "money", "config", "periods", "skills", "troubleshoot", "statements"}
 
 
 @pytest.mark.parametrize(
@@ -172,7 +173,9 @@ async def test_a_misspelt_argument_is_refused_on_every_protocol_version(tmp_path
 
 
 # tools/list goes to the model with every request: a budget keeps it from growing unnoticed.
-TOOLS_LIST_BUDGET = 58_000  # bytes of JSON for every tool together (about 14k tokens; 55.8k at 21 tools)
+# About 18k tokens: 55.8k at 21 tools; 71.3k at 26, after statement import/export and category rules (five
+# tools at the existing average of 2.7k each; the import's many options are one `columns` object).
+TOOLS_LIST_BUDGET = 72_000  # bytes of JSON for every tool together
 TOOL_BUDGET = 6_000  # bytes for any one tool
 
 

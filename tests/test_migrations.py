@@ -27,7 +27,18 @@ from budget_mcp.schemas import category_key
 from conftest import BACKENDS, connect_as
 from pgserver import PostgresInstance
 
-TABLES = {"users", "categories", "expenses", "budgets", "changes", "change_items", "api_tokens"}
+TABLES = {
+    "users",
+    "categories",
+    "expenses",
+    "budgets",
+    "changes",
+    "change_items",
+    "api_tokens",
+    "imports",
+    "imported_rows",
+    "category_rules",
+}
 
 
 @pytest.fixture(params=BACKENDS)
@@ -322,3 +333,118 @@ def test_the_database_refuses_a_budget_that_ends_before_it_starts_or_is_not_posi
         connection.execute(insert(models.Budget).values(**good))
     with pytest.raises(IntegrityError), migrated.begin() as connection:  # one span per category and start month
         connection.execute(insert(models.Budget).values(**good))
+
+
+# --- 0004: statement imports and category rules -----------------------------------------------------------
+
+
+def test_upgrading_a_0003_database_with_data_keeps_every_row_and_adds_imports_and_rules(engine: Engine) -> None:
+    alembic(engine, "upgrade", "0003")
+    with engine.begin() as connection:  # rows written by release 0003, through its schema
+        user_id = connection.execute(
+            text("INSERT INTO users (name, created_at) VALUES ('alice', '2026-01-01') RETURNING id")
+        ).scalar_one()
+        category_id = connection.execute(
+            text(
+                "INSERT INTO categories (user_id, name, name_key, created_at)"
+                " VALUES (:u, 'Food', 'food', '2026-01-01') RETURNING id"
+            ),
+            {"u": user_id},
+        ).scalar_one()
+        for amount, key in ((100, "k-1"), (200, None), (300, None)):
+            connection.execute(
+                text(
+                    "INSERT INTO expenses (user_id, category_id, amount_minor, currency, spent_on, description,"
+                    " idempotency_key, created_at, updated_at)"
+                    " VALUES (:u, :c, :a, 'USD', '2026-03-14', 'x', :k, '2026-01-01', '2026-01-01')"
+                ),
+                {"u": user_id, "c": category_id, "a": amount, "k": key},
+            )
+        connection.execute(
+            text("INSERT INTO changes (user_id, changed_at, tool, summary) VALUES (:u, '2026-01-01', 't', 's')"),
+            {"u": user_id},
+        )
+    with engine.connect() as connection:
+        before = connection.execute(text("SELECT id, amount_minor, idempotency_key FROM expenses ORDER BY id")).all()
+
+    upgrade_schema(engine)
+
+    assert current_revision(engine) == head_revision()
+    assert schema_differences(engine) == []
+    with engine.begin() as connection:
+        assert (
+            connection.execute(text("SELECT id, amount_minor, idempotency_key FROM expenses ORDER BY id")).all()
+            == before
+        )
+        assert connection.execute(text("SELECT count(*) FROM expenses WHERE import_id IS NULL")).scalar_one() == 3
+        change_id = connection.execute(text("SELECT id FROM changes")).scalar_one()
+        import_id = connection.execute(
+            insert(models.StatementImport)
+            .values(
+                user_id=user_id, source="checking", added=1, duplicates=0, rejected=0, credits=0, change_id=change_id
+            )
+            .returning(models.StatementImport.id)
+        ).scalar_one()
+        newest = before[-1][0]
+        connection.execute(text("DELETE FROM expenses WHERE id = :id"), {"id": newest})
+        imported = add_expense(connection, user_id, category_id, import_id=import_id)
+        connection.execute(
+            insert(models.ImportedRow).values(
+                user_id=user_id, fingerprint="f" * 64, import_id=import_id, expense_id=imported
+            )
+        )
+        connection.execute(
+            insert(models.CategoryRule).values(
+                user_id=user_id, pattern="Deli", pattern_key="deli", category_id=category_id
+            )
+        )
+    assert imported > newest  # the rebuilt expenses table still never reuses an id
+
+
+def test_a_statement_row_is_imported_once_per_user_and_its_fingerprint_outlives_its_expense(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        alice, bob = add_user(connection, "alice"), add_user(connection, "bob")
+        food_a, food_b = add_category(connection, alice, "Food"), add_category(connection, bob, "Food")
+        imports = {
+            user: connection.execute(
+                insert(models.StatementImport)
+                .values(user_id=user, source="s", added=1, duplicates=0, rejected=0, credits=0)
+                .returning(models.StatementImport.id)
+            ).scalar_one()
+            for user in (alice, bob)
+        }
+        expense = add_expense(connection, alice, food_a, import_id=imports[alice])
+        for user, category in ((alice, food_a), (bob, food_b)):  # another user's fingerprints are their own
+            connection.execute(
+                insert(models.ImportedRow).values(
+                    user_id=user,
+                    fingerprint="a" * 64,
+                    import_id=imports[user],
+                    expense_id=expense if user == alice else add_expense(connection, bob, category),
+                )
+            )
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        connection.execute(
+            insert(models.ImportedRow).values(user_id=alice, fingerprint="a" * 64, import_id=imports[alice])
+        )
+    with migrated.begin() as connection:
+        connection.execute(models.Expense.__table__.delete().where(models.Expense.id == expense))
+        kept = connection.execute(
+            select(models.ImportedRow.expense_id).where(models.ImportedRow.user_id == alice)
+        ).scalar_one()
+    assert kept is None  # the fingerprint stays (a re-import does not bring the expense back); the link goes
+
+
+def test_a_category_rule_is_unique_per_pattern_and_keeps_its_category_from_being_deleted(migrated: Engine) -> None:
+    with migrated.begin() as connection:
+        alice = add_user(connection, "alice")
+        food = add_category(connection, alice, "Food")
+        connection.execute(
+            insert(models.CategoryRule).values(user_id=alice, pattern="Deli", pattern_key="deli", category_id=food)
+        )
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        connection.execute(
+            insert(models.CategoryRule).values(user_id=alice, pattern="DELI", pattern_key="deli", category_id=food)
+        )
+    with pytest.raises(IntegrityError), migrated.begin() as connection:
+        connection.execute(models.Category.__table__.delete().where(models.Category.id == food))

@@ -408,6 +408,7 @@ HOUSEHOLD = [
     Call("set_budget", {"category": "Groceries", "amount": "220.00", "month": "2026-01", "ongoing": True}),
     Call("set_budget", {"category": "Dining", "amount": 100, "month": "2026-02", "ongoing": True, "rollover": True}),
     Call("set_budget", {"category": "Travel", "amount": 200, "currency": "EUR", "month": "2026-03"}),
+    Call("add_category_rule", {"pattern": "Green Market", "category": "Groceries"}),
 ]
 """A small household, recorded through the tools: three months of expenses in USD and a trip paid in EUR,
 one expense recorded twice and deleted, and three budgets (one with rollover, one in EUR)."""
@@ -423,6 +424,8 @@ EXAMPLES = [
     Call("compare_periods", {"period": "this_month", "baseline_period": "last_month"}),
     Call("top_expenses", {"period": "this_month", "limit": 3}),
     Call("list_changes", {"limit": 2}),
+    Call("export_expenses", {"period": "this_month", "currency": "EUR"}),
+    Call("list_category_rules", {}),
     Call(
         "create_expense",
         {
@@ -445,6 +448,16 @@ EXAMPLES = [
     Call("set_budget", {"category": "Utilities", "amount": "130.00", "ongoing": True, "dry_run": True}),
     Call("delete_budget", {"category": "Travel", "month": "2026-03", "dry_run": True}),
     Call("undo_change", {"change_id": Earlier("rename_category", "change_id"), "dry_run": True}),
+    Call(
+        "import_expenses_csv",
+        {
+            "csv_text": "Date,Description,Amount\n2026-03-19,GREEN MARKET 0042,-64.10\n"
+            "2026-03-19,REFUND COFFEE CO,12.00\n2026-03-20,CITY PARKING,-6.50\n",
+            "source": "checking",
+        },
+    ),
+    Call("add_category_rule", {"pattern": "City Parking", "category": "Transport", "dry_run": True}),
+    Call("delete_category_rule", {"pattern": "green market", "dry_run": True}),
 ]
 """One call per tool, in this order, on the household: the read-only ones first, then the writes (with
 dry_run wherever a tool has it)."""
