@@ -142,9 +142,14 @@ class Results:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def check(self, name: str, passed: bool, detail: str = "") -> None:
-        self.checks.append((name, passed, detail))
+        """Record a check; repeated for every repeat, it passes only if it passed every time."""
         if not passed:
             log(f"CHECK FAILED: {name}: {detail}")
+        for index, (known, before, first_detail) in enumerate(self.checks):
+            if known == name:
+                self.checks[index] = (name, before and passed, first_detail or (detail if not passed else ""))
+                return
+        self.checks.append((name, passed, detail if not passed else ""))
 
 
 @contextmanager
@@ -257,10 +262,7 @@ def measure(
         with fresh_database(kind, workdir, postgres) as engine:
             measured.raw.append(raw_insert(engine, rows))
             results.check(f"{kind}: the raw insert stored every row", stored(engine) == expected, str(stored(engine)))
-        with fresh_database(kind, workdir, postgres) as engine:
-            seconds, preview = timed(lambda engine=engine: run_import(engine, text, dry_run=True))
-            measured.preview.append(seconds)
-            results.check(f"{kind}: the preview changed nothing", stored(engine) == {}, str(stored(engine)))
+        with fresh_database(kind, workdir, postgres) as engine:  # right after the raw insert: a fair pair
             seconds, done = timed(lambda engine=engine: run_import(engine, text, dry_run=False))
             measured.imported.append(seconds)
             results.check(
@@ -272,15 +274,19 @@ def measure(
             for row in rows:
                 wanted[expected_category(row)] = wanted.get(expected_category(row), 0) + 1
             results.check(f"{kind}: the rules filed what they match", done.categories == wanted, str(done.categories))
-            results.check(
-                f"{kind}: the preview announced what the import did",
-                (preview.added, preview.categories) == (done.added, done.categories),
-            )
             seconds, again = timed(lambda engine=engine: run_import(engine, text, dry_run=False))
             measured.again.append(seconds)
             results.check(
                 f"{kind}: importing the file again added nothing",
                 again.added == 0 and again.duplicates == len(rows) and stored(engine) == expected,
+            )
+        with fresh_database(kind, workdir, postgres) as engine:
+            seconds, preview = timed(lambda engine=engine: run_import(engine, text, dry_run=True))
+            measured.preview.append(seconds)
+            results.check(f"{kind}: the preview changed nothing", stored(engine) == {}, str(stored(engine)))
+            results.check(
+                f"{kind}: the preview announced what the import did",
+                (preview.added, preview.categories) == (done.added, done.categories),
             )
 
 
@@ -325,14 +331,19 @@ def markdown(results: Results) -> str:
         "expenses and fingerprints, audit entry), one transaction. Target: import ÷ raw at most "
         f"{TARGET:g}. Parsing alone: {seconds(results.parse)} s.",
         "",
+        "Each repeat times the raw insert and then the import, so *import ÷ raw* is the median of the repeats' "
+        "own ratios (with their range): a busy machine slows both halves of a pair alike.",
+        "",
         "| Database | Raw insert | Import | Import ÷ raw | Preview (dry run) | Re-import (all duplicates) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for kind, measured in results.measured.items():
-        ratio = statistics.median(measured.imported) / statistics.median(measured.raw)
-        verdict = "" if ratio <= TARGET else " (over target)"
+        ratios = [imported / raw for imported, raw in zip(measured.imported, measured.raw, strict=True)]
+        ratio = statistics.median(ratios)
+        spread = f" ({min(ratios):.2f}\u2013{max(ratios):.2f})" if len(ratios) > 1 else ""
+        verdict = "" if ratio <= TARGET else ", over target"
         lines.append(
-            f"| {kind} | {seconds(measured.raw)} | {seconds(measured.imported)} | {ratio:.2f}{verdict} "
+            f"| {kind} | {seconds(measured.raw)} | {seconds(measured.imported)} | {ratio:.2f}{spread}{verdict} "
             f"| {seconds(measured.preview)} | {seconds(measured.again)} |"
         )
     lines += ["", "## Checks", "", "| Check | Result | Detail |", "|---|---|---|"]

@@ -622,3 +622,39 @@ def test_the_import_command_exits_1_with_the_fix_written_as_its_own_option(
     with pytest.raises(SystemExit) as missing:
         main(["import", str(tmp_path / "nope.csv")])
     assert "no file at" in str(missing.value.code)
+
+
+# --- edges ----------------------------------------------------------------------------------------------
+
+
+async def test_long_texts_are_cut_to_their_limits_and_a_row_without_text_gets_a_placeholder(
+    client: Client, db: Engine
+) -> None:
+    long = "x" * 600
+    text_ = csv(f"2025-03-01,{long},Shop,-1.00", "2025-03-02,,,-2.00", header="Date,Description,Merchant,Amount")
+    done = await imported(client, csv_text=text_)
+    assert done["added"] == 2
+    stored = [row[3] for row in expenses(db)]
+    assert stored == ["x" * 499 + "…", "(no description)"]
+
+
+async def test_concurrent_imports_of_one_statement_store_each_row_once(settings: Any, db: Engine) -> None:
+    import anyio
+
+    rows = [f"2025-03-{1 + i % 28:02d},Shop {i},-{1 + i % 90}.10" for i in range(3000)]
+    outcomes: list[Any] = []
+    async with Client(build_server(settings)) as first, Client(build_server(settings)) as second:
+        await ok(first, "list_categories")
+
+        async def run(client: Client) -> None:
+            outcomes.append(await client.call_tool("import_expenses_csv", {"csv_text": csv(*rows), "dry_run": False}))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(run, first)
+            group.start_soon(run, second)
+    assert count(db, "expenses") == 3000 and count(db, "imported_rows") == 3000
+    for outcome in outcomes:  # the later one found every row imported, or was told to try again
+        if outcome.is_error:
+            assert "nothing was changed, try again" in outcome.content[0].text
+        else:
+            assert outcome.structured_content["added"] in (0, 3000)
