@@ -89,6 +89,17 @@ def markdown(results: Results) -> str:
         add("")
         add("\n".join(("#" + line) if line.startswith("#") else line for line in results.http_load.splitlines()))
         add("")
+    if getattr(results, "statement_import", None):
+        add("## Statement import: `benchmarks/import_bench.py`")
+        add("")
+        add(
+            "Run by the same command (target: import \u2264 3\u00d7 the raw insert). Its own report, with its "
+            "headings one level down:"
+        )
+        add("")
+        text = results.statement_import or ""
+        add("\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines()))
+        add("")
     add(_checks(results))
     return "\n".join(out).rstrip() + "\n"
 

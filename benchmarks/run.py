@@ -22,6 +22,7 @@ The report (markdown) goes to stdout, and with --output FILE to that file. Progr
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import pickle
@@ -97,6 +98,7 @@ class Plan:
     entry_order_size: int  # SQLite, expenses recorded in date order or not, with and without a covering index
     postgres: bool = True
     http_load: bool = False
+    statement_import: bool = False
 
     @property
     def largest(self) -> int:
@@ -121,6 +123,7 @@ FULL = Plan(
     stress_seconds=10.0,
     entry_order_size=100_000,
     http_load=True,
+    statement_import=True,
 )
 QUICK = Plan(
     quick=True,
@@ -218,6 +221,7 @@ class Results:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     http_load: str | None = None
+    statement_import: str | None = None
 
     def check(self, name: str, passed: bool, detail: str = "") -> None:
         self.checks.append((name, passed, detail))
@@ -900,20 +904,31 @@ async def latency_phase(run: Run) -> None:
 
 def http_load_phase(run: Run) -> None:
     log("HTTP load test (benchmarks/load_http.py): PgBouncer + 3 HTTP servers")
-    output = run.workdir / "load_http.md"
+    run.results.http_load = sub_report(run, "load_http.py", timeout=900)
+
+
+def statement_import_phase(run: Run) -> None:
+    log("statement import (benchmarks/import_bench.py): 100k rows against a raw bulk insert")
+    run.results.statement_import = sub_report(run, "import_bench.py", timeout=1800)
+
+
+def sub_report(run: Run, script: str, *, timeout: float) -> str:
+    """Run another benchmark script of this folder in full mode; record whether it passed its checks and
+    return its markdown report."""
+    output = run.workdir / f"{Path(script).stem}.md"
     done = subprocess.run(
-        [procs.PYTHON, str(procs.BENCHMARKS / "load_http.py"), "--output", str(output)],
+        [procs.PYTHON, str(procs.BENCHMARKS / script), "--output", str(output)],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
     )
     run.results.check(
-        "benchmarks/load_http.py passed its checks",
+        f"benchmarks/{script} passed its checks",
         done.returncode == 0,
         "" if done.returncode == 0 else " / ".join(done.stderr.strip().splitlines()[-5:]),
     )
-    run.results.http_load = output.read_text() if output.exists() else done.stdout
+    return output.read_text() if output.exists() else done.stdout
 
 
 def server_log_problems(run: Run) -> list[str]:
@@ -948,6 +963,15 @@ class LoadSampler:
         self._thread.join()
 
 
+def compile_bytecode() -> None:
+    """Compile budget_mcp's bytecode, as ``pip install`` does: from a checkout with PYTHONDONTWRITEBYTECODE set
+    (CI sets it) every server start would compile the package again and look slower than an installed one."""
+    import budget_mcp
+
+    log("compiling budget_mcp's bytecode (as pip install does)")
+    compileall.compile_dir(Path(budget_mcp.__file__).parent, quiet=1)
+
+
 def execute(plan: Plan, keep: bool) -> Results:
     workdir = Path(tempfile.mkdtemp(prefix="budget-bench-"))
     began = time.monotonic()
@@ -963,6 +987,7 @@ def execute(plan: Plan, keep: bool) -> Results:
             stack.enter_context(LoadSampler(results.load_during))
             if postgres is not None:
                 results.postgres_version = Database("postgresql", postgres.url(), 0).server_version()
+            compile_bytecode()
             cold_start_phase(run)
             anyio.run(latency_phase, run)
             results.check("no tool call failed or answered wrongly", not results.errors, "; ".join(results.errors[:3]))
@@ -970,6 +995,8 @@ def execute(plan: Plan, keep: bool) -> Results:
             results.check("no ERROR in the servers' logs", not problems, "; ".join(problems[:3]))
             if plan.http_load and postgres is not None:
                 http_load_phase(run)
+            if plan.statement_import:
+                statement_import_phase(run)
             results.load_after = procs.load_average()
     finally:
         if keep:
@@ -997,6 +1024,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--repeats", type=int, help="repeats of the latency runs")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only (no PostgreSQL server binaries)")
     parser.add_argument("--no-http-load", action="store_true", help="do not run benchmarks/load_http.py")
+    parser.add_argument("--no-import", action="store_true", help="do not run benchmarks/import_bench.py")
     parser.add_argument("--keep", action="store_true", help="keep the databases and server logs (path printed)")
     parser.add_argument("--save", type=Path, metavar="FILE", help="also save the raw results (pickle) to FILE")
     parser.add_argument("--render", type=Path, metavar="FILE", help="make the report from results saved by --save")
@@ -1011,6 +1039,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Plan, argparse.Namespace]:
         plan = replace(plan, postgres=False)
     if args.no_http_load:
         plan = replace(plan, http_load=False)
+    if args.no_import:
+        plan = replace(plan, statement_import=False)
     return plan, args
 
 

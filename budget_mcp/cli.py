@@ -123,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", metavar="{upgrade}", required=True)
     db_commands.add_parser("upgrade", help="bring the database schema up to date (the server also does it on start)")
     commands.add_parser("info", help="show the settings in effect, with secrets masked")
+    report = commands.add_parser(
+        "report",
+        help="print a month's spending, budgets and trend as tables with bar charts",
+        description="Prints BUDGET_MCP_USER's spending for a month: by category with bars, each budget's progress "
+        "(over budget marked; for the current month the pace) and the months up to it. Colours only on a terminal: "
+        "none when piped or with NO_COLOR.",
+    )
+    which = report.add_mutually_exclusive_group()
+    which.add_argument("--month", metavar="YYYY-MM", help="the month to show (default: the current one)")
+    which.add_argument("--period", choices=["this_month", "last_month"], help="a named month instead of --month")
+    report.add_argument("--months", type=int, default=6, metavar="N", help="months in the trend, 1-24 (default: 6)")
     commands.add_parser(
         "doctor",
         help="check the settings and the database connection, and say how to fix what is wrong",
@@ -218,6 +229,9 @@ def _add_import_export(commands: Any) -> None:
     statement.add_argument("--decimal-separator", choices=[".", ","])
     statement.add_argument("--sign-convention", choices=["negative_is_expense", "positive_is_expense"])
     statement.add_argument("--dry-run", action="store_true", help="show what would be imported, save nothing")
+    statement.add_argument(
+        "--skip-rejected", action="store_true", help="import the other rows when some cannot be read (default: refuse)"
+    )
     for column in (*STATEMENT_COLUMNS, "direction"):
         statement.add_argument(
             f"--{column}-column", metavar="HEADER", help=f"the header cell of the {column} column, if not detected"
@@ -381,6 +395,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
                     statement,
                     options,
                     dry_run=args.dry_run,
+                    skip_rejected=args.skip_rejected,
                     preview_limit=PREVIEW_MAX,
                     preview_status="rejected",
                     progress=progress,
@@ -398,10 +413,15 @@ def _as_options(message: str) -> str:
     --date-order day_first."""
     import re
 
-    return re.sub(
+    message = re.sub(
         r"\b(date_order|decimal_separator|sign_convention|default_currency)=?'([^']*)'",
         lambda m: f"--{'currency' if m[1] == 'default_currency' else m[1].replace('_', '-')} {m[2]}",
         message,
+    )
+    return message.replace(
+        "call again with skip_rejected=true to import the other rows (a preview, dry_run=true with "
+        "preview_status='rejected', lists every rejected row)",
+        "run again with --skip-rejected to import the other rows (--dry-run lists every rejected row)",
     )
 
 
@@ -515,6 +535,20 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if partial is not None and partial.exists():
             partial.unlink()
+    return 0
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .errors import BudgetError
+    from .terminal import load_dashboard, render
+
+    try:
+        board = load_dashboard(settings, month=args.month, period=args.period, months=args.months)
+    except BudgetError as error:
+        raise SystemExit(f"budget-mcp: {error}") from None
+    render(board, Console(highlight=False))
     return 0
 
 
@@ -642,6 +676,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _doctor(settings, args.env_file)
         if args.command == "token":
             return _token(settings, args)
+        if args.command == "report":
+            return _report(settings, args)
         if args.command == "import":
             return _import(settings, args)
         if args.command == "export":

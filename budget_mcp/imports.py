@@ -246,6 +246,7 @@ def import_statement(
     options: StatementOptions,
     *,
     dry_run: bool,
+    skip_rejected: bool = False,
     preview_limit: int = 20,
     preview_status: ImportStatus | None = None,
     cursor: str | None = None,
@@ -254,7 +255,8 @@ def import_statement(
     """Import a bank statement's expenses: all that are new, or (the statement is refused) none.
 
     Rows imported before under the same source are duplicates; credits (money in) are skipped; rows the
-    parser rejects are reported, and refuse the import only when every row is rejected. Rows are filed by
+    parser rejects are reported, and refuse the whole import unless ``skip_rejected`` (a preview lists them
+    and imports nothing anyway); every row rejected refuses it in any case. Rows are filed by
     the user's category rules, else by the file's category column when it names an existing category,
     else into Uncategorized (created when first needed).
     """
@@ -275,6 +277,14 @@ def import_statement(
             f"every row of the statement was rejected ({len(rejected)}), so nothing was imported: {shown}"
             + (" ..." if len(rejected) > 5 else "")
             + ". Fix the file, or pass date_order, decimal_separator, sign_convention or the *_column names"
+        )
+    if rejected and not dry_run and not skip_rejected:
+        shown = "; ".join(f"line {line}: {reason}" for line, reason in sorted(rejected.items())[:3])
+        raise InvalidInput(
+            f"{len(rejected)} row(s) of the statement could not be read, so nothing was imported: {shown}"
+            + (" ..." if len(rejected) > 3 else "")
+            + ". Fix the file, or call again with skip_rejected=true to import the other rows (a preview, "
+            "dry_run=true with preview_status='rejected', lists every rejected row)"
         )
 
     user_id = repo.ensure_user(session, caller.user)

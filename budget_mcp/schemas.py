@@ -448,6 +448,20 @@ class SpendingTrend(BaseModel):
     series: list[TrendSeries] = Field(description="One series per currency spent in; never mixed.")
 
 
+DASHBOARD_MAX_MONTHS = 24
+
+
+class SpendingDashboard(BaseModel):
+    """A month at a glance, as the dashboard view and `budget-mcp report` show it: that month's budget_status,
+    its summarize_spending by category, and the spending_trend of the months up to it, read together."""
+
+    month: MonthText
+    current_month: MonthText = Field(description="Today's month.")
+    budget_status: BudgetStatus
+    by_category: SpendingSummary
+    trend: SpendingTrend
+
+
 class PeriodUsed(BaseModel):
     """The exact, inclusive days a report covered (null: no limit at that end)."""
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import anyio.from_thread
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.apps import Apps, ResourceCsp
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
@@ -42,6 +43,7 @@ from . import __version__
 from .config import Settings, max_connections
 from .errors import BudgetError, DatabaseUnavailable
 from .schemas import (
+    DASHBOARD_MAX_MONTHS,
     EXPORT_MAX,
     MAX_TREND_MONTHS,
     PREVIEW_MAX,
@@ -91,6 +93,7 @@ from .schemas import (
     SearchResult,
     SignConvention,
     SourceName,
+    SpendingDashboard,
     SpendingSummary,
     SpendingTrend,
     StatementOptions,
@@ -124,10 +127,11 @@ def _lazy_module(name: str) -> ModuleType:
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from . import imports, reports, service, tokens, transactions
+    from . import dashboard, imports, reports, service, tokens, transactions
     from .service import Caller
     from .transactions import RetryPolicy
 else:
+    dashboard = _lazy_module(f"{__package__}.dashboard")
     imports = _lazy_module(f"{__package__}.imports")
     reports = _lazy_module(f"{__package__}.reports")
     service = _lazy_module(f"{__package__}.service")
@@ -431,11 +435,13 @@ def build_server(
         lifespan=lifespan,
         log_level=settings.log_level,
         middleware=[_open_database_after_handshake, refuse_unknown_arguments],
+        extensions=[_dashboard_app()],
         **auth,
     )
     if token_auth_url is not None:
         _register_health_check(server, running)
     _register_read_tools(server)
+    _register_dashboard(server)
     if not settings.read_only:
         _register_write_tools(server)
     _register_resources(server, running)
@@ -626,10 +632,72 @@ Month = Annotated[MonthArg | None, Field(description="YYYY-MM; default: the curr
 OptionalCategory = Annotated[CategoryName | None, Field(description="Only this category (any case).")]
 
 
+# The dashboard view (an MCP App): hosts that render Apps show it inline for these tools' results; the results
+# themselves (text and structured content) are the same for every client.
+DASHBOARD_URI = "ui://budget-mcp/dashboard.html"
+DASHBOARD_VIEW: dict[str, Any] = {"ui": {"resourceUri": DASHBOARD_URI}}
+
+
+def _dashboard_app() -> Apps:
+    """The dashboard's HTML, self-contained (inline CSS and JS, no URL): it reaches no network, only the
+    host's bridge to this server's tools, so its CSP allows no domain at all."""
+    from importlib.resources import files
+
+    apps = Apps()
+    apps.add_html_resource(
+        DASHBOARD_URI,
+        files(__package__).joinpath("apps", "dashboard.html").read_text(encoding="utf-8"),
+        name="spending-dashboard",
+        title="Spending dashboard",
+        description="Budgets, spending by category and the trend of a month, interactive.",
+        csp=ResourceCsp(connect_domains=[], resource_domains=[], frame_domains=[], base_uri_domains=[]),
+        prefers_border=True,
+    )
+    return apps
+
+
+def _register_dashboard(server: MCPServer[AppState]) -> None:
+    @server.tool(
+        title="Spending dashboard", annotations=_annotations(read_only=True, idempotent=True), meta=DASHBOARD_VIEW
+    )
+    def spending_dashboard(
+        ctx: AppContext,
+        month: Month = None,
+        months: Annotated[
+            int,
+            Field(ge=1, le=DASHBOARD_MAX_MONTHS, description=f"Trend months up to month, 1-{DASHBOARD_MAX_MONTHS}."),
+        ] = 6,
+    ) -> SpendingDashboard:
+        """A month at a glance: its budget_status, summarize_spending by category and the spending_trend up
+        to it, in one call (fields as those tools describe them). Shown as an interactive dashboard where
+        the client supports MCP Apps.
+        """
+        return _read(ctx, lambda session, caller: dashboard.spending_dashboard(session, caller, month, months=months))
+
+    # Its parts are described (and their amounts' patterns given) in the three tools' schemas; repeated here
+    # they would only make tools/list longer for every request.
+    tool = server._tool_manager.get_tool("spending_dashboard")
+    if tool is not None and tool.fn_metadata.output_schema is not None:
+        _outline(tool.fn_metadata.output_schema)
+
+
+def _outline(schema: Any) -> None:
+    """Drop descriptions and string patterns from a JSON schema, keeping its structure and types."""
+    if isinstance(schema, dict):
+        for key in ("description", "pattern"):
+            if isinstance(schema.get(key), str):
+                del schema[key]
+        for value in schema.values():
+            _outline(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _outline(value)
+
+
 def _register_read_tools(server: MCPServer[AppState]) -> None:
     read = _annotations(read_only=True, idempotent=True)
 
-    @server.tool(title="Summarise spending", annotations=read)
+    @server.tool(title="Summarise spending", annotations=read, meta=DASHBOARD_VIEW)
     def summarize_spending(
         ctx: AppContext,
         start_date: StartDate = None,
@@ -736,7 +804,7 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         """
         return _read(ctx, lambda session, caller: service.list_categories(session, caller, limit=limit, cursor=cursor))
 
-    @server.tool(title="Budget status", annotations=read)
+    @server.tool(title="Budget status", annotations=read, meta=DASHBOARD_VIEW)
     def budget_status(
         ctx: AppContext, month: Month = None, limit: PageLimit = 100, cursor: Cursor | None = None
     ) -> BudgetStatus:
@@ -1099,6 +1167,7 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
             Field(description='Header cells of columns not detected, e.g. {"date": "Valuta", "amount": "Betrag"}.'),
         ] = None,
         dry_run: Annotated[bool, Field(description="True: preview, save nothing.")] = True,
+        skip_rejected: Annotated[bool, Field(description="Import the other rows when some are unreadable.")] = False,
         preview_limit: Annotated[int, Field(ge=1, le=PREVIEW_MAX)] = 20,
         preview_status: Annotated[ImportStatus | None, Field(description="Preview only these rows.")] = None,
         cursor: Cursor | None = None,
@@ -1126,6 +1195,7 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
                 imports.statement_from(csv_text, path, allow_path=allow_path),
                 options,
                 dry_run=dry_run,
+                skip_rejected=skip_rejected,
                 preview_limit=preview_limit,
                 preview_status=preview_status,
                 cursor=cursor,

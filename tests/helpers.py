@@ -58,6 +58,7 @@ READ_TOOLS = frozenset(
         "list_changes",
         "export_expenses",
         "list_category_rules",
+        "spending_dashboard",
     }
 )
 WRITE_TOOLS = frozenset(

@@ -24,7 +24,7 @@ from budget_mcp.db import SCHEMA_HEAD, Base
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-Pa55word"
-SUBCOMMANDS = ("serve", "db", "info", "doctor", "token", "skills", "install", "demo", "import", "export")
+SUBCOMMANDS = ("serve", "db", "info", "doctor", "token", "skills", "install", "demo", "report", "import", "export")
 
 
 def setting_names() -> set[str]:

@@ -128,9 +128,11 @@ def _imports(module: Path) -> set[str]:
 LAYERS = [
     "cli",
     "demo",  # a scripted client session: uses the SDK's client, not the server API
+    "terminal",  # `budget-mcp report`: the dashboard drawn with rich
     "doctor",
     "server",
     "transactions",
+    "dashboard",
     "imports",
     "reports",
     "service",
@@ -175,7 +177,8 @@ async def test_a_misspelt_argument_is_refused_on_every_protocol_version(tmp_path
 # tools/list goes to the model with every request: a budget keeps it from growing unnoticed.
 # About 18k tokens: 55.8k at 21 tools; 71.3k at 26, after statement import/export and category rules (five
 # tools at the existing average of 2.7k each; the import's many options are one `columns` object).
-TOOLS_LIST_BUDGET = 72_000  # bytes of JSON for every tool together
+# 77.0k at 27, with spending_dashboard (its output schema outlines the three reports it combines).
+TOOLS_LIST_BUDGET = 77_500  # bytes of JSON for every tool together
 TOOL_BUDGET = 6_000  # bytes for any one tool
 
 
@@ -210,7 +213,10 @@ def test_read_only_mode_is_read_from_the_environment(monkeypatch: pytest.MonkeyP
 async def test_resources_give_the_category_list_and_month_templates(sqlite_client: Client) -> None:
     resources = (await sqlite_client.list_resources()).resources
     templates = (await sqlite_client.list_resource_templates()).resource_templates
-    assert [(str(r.uri), r.mime_type) for r in resources] == [("budget://categories", "application/json")]
+    assert [(str(r.uri), r.mime_type) for r in resources] == [
+        ("ui://budget-mcp/dashboard.html", "text/html;profile=mcp-app"),  # the dashboard view (MCP App)
+        ("budget://categories", "application/json"),
+    ]
     assert {t.uri_template for t in templates} == {"budget://months/{month}/summary", "budget://months/{month}/budget"}
     assert all(t.mime_type == "application/json" and t.description for t in templates)
     await sqlite_client.call_tool("create_category", {"name": "Food"})

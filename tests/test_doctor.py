@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from budget_mcp.cli import main
 from budget_mcp.config import Settings
-from budget_mcp.db import make_engine, upgrade_schema
+from budget_mcp.db import SCHEMA_HEAD, make_engine, upgrade_schema
 from budget_mcp.doctor import run_doctor
 
 from conftest import make_settings
@@ -138,7 +138,7 @@ def test_a_healthy_sqlite_database_passes_and_each_setting_shows_where_it_came_f
     assert check(out, "profile")[:2] == ("ok", "sqlite: an embedded file, no server")
     assert check(out, "connection")[0] == "ok"
     assert re.fullmatch(r"SQLite 3\.\d+\.\d+", check(out, "server")[1])
-    assert check(out, "schema")[:2] == ("ok", "up to date (migration 0003)")
+    assert check(out, "schema")[:2] == ("ok", f"up to date (migration {SCHEMA_HEAD})")
     assert re.fullmatch(r"median [\d.]+ ms, max [\d.]+ ms over 5 round trips \(SELECT 1\)", check(out, "latency")[1])
     assert "FAIL" not in out and "warn" not in out
     assert out.rstrip().endswith("checks passed.")
@@ -189,7 +189,7 @@ def test_a_database_behind_the_code_warns_to_run_db_upgrade(tmp_path: Path) -> N
 
     assert code == 0
     status, detail, fix = check(output, "schema")
-    assert (status, detail) == ("warn", "at migration 0002; 1 migration to apply (newest: 0003)")
+    assert (status, detail) == ("warn", f"at migration 0002; 2 migrations to apply (newest: {SCHEMA_HEAD})")
     assert fix is not None and "budget-mcp db upgrade" in fix
 
 
@@ -219,7 +219,7 @@ def test_a_healthy_postgresql_shows_tls_version_direct_profile_schema_and_latenc
     assert re.fullmatch(r"on, TLSv1\.[23] \(sslmode=require\)", check(output, "TLS")[1])
     assert check(output, "server")[1].startswith("PostgreSQL 15.")
     assert check(output, "pooling")[:2] == ("ok", "direct: connected straight to PostgreSQL")
-    assert check(output, "schema")[:2] == ("ok", "up to date (migration 0003)")
+    assert check(output, "schema")[:2] == ("ok", f"up to date (migration {SCHEMA_HEAD})")
     assert check(output, "latency")[0] == "ok"
     assert "direct URL" not in output  # the same URL: nothing more to check
     assert "FAIL" not in output and "warn" not in output

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from budget_mcp.config import Settings
-from budget_mcp.db import EngineOptions, engine_profile, make_engine, make_session_factory, upgrade_schema
+from budget_mcp.db import SCHEMA_HEAD, EngineOptions, engine_profile, make_engine, make_session_factory, upgrade_schema
 from budget_mcp.errors import DatabaseUnavailable
 from budget_mcp.models import Change, Expense
 from budget_mcp.server import build_server
@@ -229,7 +229,7 @@ def test_two_servers_migrating_one_new_database_at_once_both_start_and_migrate_o
     engine = make_engine(settings.url)
     try:
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_HEAD]
     finally:
         engine.dispose()
 

@@ -227,10 +227,22 @@ async def test_credits_are_counted_explained_and_skipped(client: Client, db: Eng
     assert not [row for row in expenses(db) if "REFUND" in row[3] or "PAYMENT" in row[3]]
 
 
-async def test_rejected_rows_are_reported_with_their_reasons_while_the_rest_is_imported(
+async def test_a_statement_with_unreadable_rows_is_refused_whole_naming_them(client: Client, db: Engine) -> None:
+    message = await fails(client, "import_expenses_csv", csv_text=statement("ragged_rows.csv"), dry_run=False)
+    assert message == (
+        "Error executing tool import_expenses_csv: 3 row(s) of the statement could not be read, so nothing was "
+        "imported: line 3: row has 4 fields, the header has 3; line 4: row has 2 fields, the header has 3; "
+        "line 8: date 'Total' is not a date (expected e.g. 2025-03-04, 04/03/2025 or 4 Mar 2025). Fix the file, "
+        "or call again with skip_rejected=true to import the other rows (a preview, dry_run=true with "
+        "preview_status='rejected', lists every rejected row)"
+    )
+    assert expenses(db) == []
+
+
+async def test_with_skip_rejected_the_readable_rows_are_imported_and_the_others_reported(
     client: Client, db: Engine
 ) -> None:
-    done = await imported(client, csv_text=statement("ragged_rows.csv"), preview_status="rejected")
+    done = await imported(client, csv_text=statement("ragged_rows.csv"), preview_status="rejected", skip_rejected=True)
     assert (done["added"], done["rejected"]) == (3, 3)
     assert [(row["line"], row["note"]) for row in done["preview"]] == [
         (3, "row has 4 fields, the header has 3"),
@@ -580,14 +592,20 @@ def test_the_import_command_imports_at_once_and_prints_what_it_did(
     path = tmp_path / "march.csv"
     path.write_text(statement("ragged_rows.csv"))
 
-    assert main(["import", str(path), "--source", "checking"]) == 0
+    with pytest.raises(SystemExit) as refused:
+        main(["import", str(path), "--source", "checking"])
+    assert str(refused.value).startswith("budget-mcp: 3 row(s) of the statement could not be read, so nothing")
+    assert str(refused.value).endswith(
+        "run again with --skip-rejected to import the other rows (--dry-run lists every rejected row)"
+    )
+    assert main(["import", str(path), "--source", "checking", "--skip-rejected"]) == 0
 
     out = capsys.readouterr().out
     assert "march.csv: utf-8, delimiter ',', header on line 1, dates iso" in out
     assert "Imported" in out and "Uncategorized" in out and "87.49" in out
     assert "Rejected rows (3)" in out and "row has 4 fields, the header has 3" in out
     assert "undo_change with change_id=2 removes the whole import" in out
-    assert main(["import", str(path), "--source", "checking"]) == 0
+    assert main(["import", str(path), "--source", "checking", "--skip-rejected"]) == 0
     assert "Nothing new to import; nothing was changed." in capsys.readouterr().out
 
 

@@ -108,7 +108,10 @@ def exercise(inspect: Inspector, *, lists: bool = True) -> None:
     assert structured(category) == {"name": "Food", "expense_count": 0}
     if lists:
         resources, templates, prompts = listed_rest
-        assert [r["uri"] for r in resources.result["resources"]] == ["budget://categories"], resources
+        assert [r["uri"] for r in resources.result["resources"]] == [
+            "ui://budget-mcp/dashboard.html",  # the dashboard view (MCP App)
+            "budget://categories",
+        ], resources
         assert {t["uriTemplate"] for t in templates.result["resourceTemplates"]} == {
             "budget://months/{month}/summary",
             "budget://months/{month}/budget",

@@ -421,6 +421,7 @@ EXAMPLES = [
     Call("list_categories", {"limit": 4}),
     Call("budget_status", {}),
     Call("spending_trend", {"months": 3}),
+    Call("spending_dashboard", {"months": 3}),
     Call("compare_periods", {"period": "this_month", "baseline_period": "last_month"}),
     Call("top_expenses", {"period": "this_month", "limit": 3}),
     Call("list_changes", {"limit": 2}),
