@@ -109,8 +109,9 @@ def _lazy_module(name: str) -> ModuleType:
 
     The database side (SQLAlchemy's ORM, the models, the use cases, Alembic) takes longer to import than the
     MCP SDK takes to start, and the handshake (``initialize``, ``tools/list``) needs none of it: the server
-    answers the handshake first while :meth:`AppState.database` loads it in a worker thread. That method is
-    the first to touch these modules, under its lock, so no two threads race to load one.
+    answers the handshake first while :meth:`AppState.database` loads it in a worker thread. Every use of
+    these modules goes through that method first, which loads them all under its lock, so no two threads
+    race to load one.
     """
     if (module := sys.modules.get(name)) is not None:
         return module
@@ -211,6 +212,10 @@ class AppState:
     def _open(self) -> Database:
         from .db import EngineOptions, make_engine, make_session_factory  # see _lazy_module
 
+        # Load every lazily bound module here, under the lock: on Python 3.11 two threads touching a lazy
+        # module first at the same time can see it half loaded (say, two bearer tokens checked at once).
+        for module in (dashboard, imports, reports, service, tokens, transactions):
+            getattr(module, "__name__")  # noqa: B009 - the attribute access is what loads it
         settings = self.settings
         policy = transactions.RetryPolicy(wait=settings.database_wait, stopping=self._stopping)
         caller = service.Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
