@@ -10,11 +10,12 @@ import gc
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import parse_qs, quote, quote_plus, unquote, urlsplit
 
 from . import __version__
 
@@ -55,14 +56,20 @@ LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
 class _MaskSecrets(logging.Filter):
     """Last line of defence: no log line may carry the database password, whoever wrote it."""
 
-    def __init__(self, secrets: Sequence[str]) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s]
+        self._settings = settings
+        self._secrets: list[str] | None = None  # found on the first line logged (see _secrets)
+        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._secrets:
+        with self._lock:
+            if self._secrets is None:
+                self._secrets = _secrets(self._settings)
+            secrets = self._secrets
+        if secrets:
             message = record.getMessage()
-            for secret in self._secrets:
+            for secret in secrets:
                 message = message.replace(secret, "***")
             record.msg, record.args = message, None
         return True
@@ -71,21 +78,37 @@ class _MaskSecrets(logging.Filter):
 def _configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_MaskSecrets(_secrets(settings)))
+    handler.addFilter(_MaskSecrets(settings))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
 
 
 def _secrets(settings: Settings) -> list[str]:
-    """Every password in the database URLs, as written and URL-encoded."""
-    found: list[str] = []
-    for url in (settings.url, settings.migration_url):
-        values = [url.password] + [v for k, v in url.query.items() if "password" in k.lower()]
-        for value in values:
-            if isinstance(value, str) and value:
-                found += [value, quote(value, safe=""), quote_plus(value)]
-    return sorted(set(found), key=len, reverse=True)
+    """Every password in the database URLs, as written and URL-encoded, as the standard library and as
+    SQLAlchemy read them. Found when first needed, not at start-up: parsing a URL with SQLAlchemy imports
+    it, which a quiet start-up does without (the default SQLite file has no secret)."""
+    raw = [url.get_secret_value() for url in (settings.database_url, settings.database_url_unpooled) if url]
+    if not raw:
+        return []
+    values: list[str | None] = []
+    for text in raw:
+        parts = urlsplit(text.strip())
+        values += [
+            parts.password,
+            *(v for k, vs in parse_qs(parts.query).items() if "password" in k.lower() for v in vs),
+        ]
+    try:
+        parsed = [settings.url, settings.migration_url]
+    except ValueError:  # SQLAlchemy cannot read it: the database cannot be opened, and the above masks what it can
+        parsed = []
+    for url in parsed:
+        values += [url.password, *(v for k, v in url.query.items() if "password" in k.lower() and isinstance(v, str))]
+    found: set[str] = set()
+    for value in values:
+        if value:
+            found |= {value, unquote(value), quote(value, safe=""), quote_plus(value)}
+    return sorted(found, key=len, reverse=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -657,8 +680,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
 
 
+# What ``build_parser().parse_args([])`` gives (a test holds them equal): clients start the server with no
+# arguments, and building the parser for every subcommand would delay the handshake for nothing.
+NO_ARGUMENTS = argparse.Namespace(env_file=None, command=None)
+
+
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv) if argv else argparse.Namespace(**vars(NO_ARGUMENTS))
     if args.command == "skills":  # needs no settings or database
         return _install_skills(args.project, force=args.force)
     if args.command == "demo":  # uses only its own throwaway settings

@@ -7,7 +7,8 @@ import ipaddress
 import unicodedata
 from datetime import date, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from platformdirs import user_data_path
@@ -16,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .money import normalize_currency
 
-if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is parsed: the default SQLite file needs none at start-up
+if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is used, not to read the settings (see _url_facts)
     from sqlalchemy.engine import URL
 
 APP_NAME = "budget-mcp"
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
     @classmethod
     def _url_is_supported(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            normalize_database_url(value.get_secret_value())
+            _url_facts(value.get_secret_value())
         return value
 
     @field_validator("pooled", mode="before")
@@ -106,14 +107,11 @@ class Settings(BaseSettings):
     def _remote_databases_use_tls(self) -> Settings:
         if self.allow_insecure_database or (self.database_url is None and self.database_url_unpooled is None):
             return self
-        for name, url in (("DATABASE_URL", self.url), ("DATABASE_URL_UNPOOLED", self.migration_url)):
-            if not uses_tls_or_loopback(url):
-                raise ValueError(
-                    f"{name} points at {url.host} without TLS, so your password and data would cross the "
-                    "network in the clear; add ?sslmode=require (or verify-full) to the URL, or set "
-                    "BUDGET_MCP_ALLOW_INSECURE_DATABASE=true if that network is trusted"
-                )
-        if self.database_url_unpooled is not None and self.url.get_backend_name() != "postgresql":
+        urls = (("DATABASE_URL", self.database_url), ("DATABASE_URL_UNPOOLED", self.database_url_unpooled))
+        facts = {name: _url_facts(url.get_secret_value()) for name, url in urls if url is not None}
+        for name, fact in facts.items():
+            _require_tls(name, fact.backend, fact.hosts, fact.sslmode)
+        if "DATABASE_URL_UNPOOLED" in facts and facts.get("DATABASE_URL", _SQLITE_FACTS).backend != "postgresql":
             raise ValueError("DATABASE_URL_UNPOOLED is only used with a PostgreSQL DATABASE_URL")
         return self
 
@@ -162,7 +160,21 @@ class Settings(BaseSettings):
             from sqlalchemy.engine import URL
 
             return URL.create("sqlite+pysqlite", database=str(default_database_path()))
-        return normalize_database_url(self.database_url.get_secret_value())
+        return self._checked("DATABASE_URL", normalize_database_url(self.database_url.get_secret_value()))
+
+    def _checked(self, name: str, url: URL) -> URL:
+        """The TLS rule again on SQLAlchemy's reading of the URL, which is what connects: the settings were
+        checked on the standard library's reading, and the two must not disagree to anyone's cost."""
+        if not self.allow_insecure_database:
+            host = url.host or url.query.get("host") or ""
+            sslmode = url.query.get("sslmode")
+            _require_tls(
+                name,
+                url.get_backend_name(),
+                host if isinstance(host, tuple) else (host,),
+                sslmode if isinstance(sslmode, str) else None,
+            )
+        return url
 
     @property
     def redacted_url(self) -> str:
@@ -181,7 +193,8 @@ class Settings(BaseSettings):
         """Where schema migrations run: DATABASE_URL_UNPOOLED; else, for a Neon ``-pooler`` host, the same
         host without ``-pooler`` (Neon's direct endpoint); else DATABASE_URL itself."""
         if self.database_url_unpooled is not None:
-            return normalize_database_url(self.database_url_unpooled.get_secret_value())
+            raw = self.database_url_unpooled.get_secret_value()
+            return self._checked("DATABASE_URL_UNPOOLED", normalize_database_url(raw))
         url = self.url
         if self.pooled is not False and is_neon_pooler_host(url.host):
             assert url.host is not None
@@ -205,6 +218,67 @@ def max_connections(pool_size: int) -> int:
     return pool_size * 2
 
 
+_INVALID_URL = (
+    "DATABASE_URL is not a valid database URL; expected postgresql://user:password@host/db "
+    "or sqlite:////absolute/path/budget.sqlite3"
+)
+
+
+class _UrlFacts(NamedTuple):
+    backend: str
+    hosts: tuple[str, ...]
+    sslmode: str | None
+
+
+_SQLITE_FACTS = _UrlFacts("sqlite", (), None)
+
+
+def _url_facts(raw: str) -> _UrlFacts:
+    """Check a database URL as the settings are read, with the standard library: importing SQLAlchemy would
+    add a tenth of a second to every server start before it can answer. The same rules as
+    normalize_database_url, which parses the URL again (with SQLAlchemy) when the database is opened."""
+    raw = raw.strip()
+    name, sep, _ = raw.partition("://")
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number (e.g. a stray password)
+    except ValueError:
+        raise ValueError(_INVALID_URL) from None
+    if not sep or not name or not all(ch.isalnum() or ch in "_+" for ch in name):
+        raise ValueError(_INVALID_URL)
+    backend, _, driver = name.partition("+")
+    query = parse_qs(parts.query)
+    if backend in {"postgres", "postgresql"}:
+        if driver not in {"", "psycopg2"}:
+            raise ValueError(f"DATABASE_URL driver {driver!r} is not supported; use postgresql:// (psycopg2)")
+        hosts = tuple(query.get("host", [])) if not parts.hostname else (unquote(parts.hostname),)
+        modes = query.get("sslmode", [])
+        sslmode = modes[0] if len(modes) == 1 else None  # given twice: no single mode to trust (nor does libpq)
+        return _UrlFacts("postgresql", hosts or ("",), sslmode)
+    if backend == "sqlite":
+        if driver not in {"", "pysqlite"}:
+            raise ValueError(f"DATABASE_URL driver {driver!r} is not supported; use sqlite:///path")
+        database = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not database or database == ":memory:":
+            raise ValueError("DATABASE_URL must name a SQLite file; an in-memory database would lose your data")
+        try:
+            Path(unquote(database)).expanduser().resolve()
+        except (ValueError, OSError):  # e.g. a NUL byte in the path
+            raise ValueError(_INVALID_URL) from None
+        return _SQLITE_FACTS
+    raise ValueError(f"DATABASE_URL scheme {backend!r} is not supported; use postgresql:// or sqlite:///")
+
+
+def _require_tls(name: str, backend: str, hosts: tuple[str, ...], sslmode: str | None) -> None:
+    """A PostgreSQL URL must stay on this machine or insist on TLS."""
+    if backend == "postgresql" and not all(_is_local_host(h) for h in hosts) and sslmode not in TLS_SSLMODES:
+        raise ValueError(
+            f"{name} points at {', '.join(hosts)} without TLS, so your password and data would cross the "
+            "network in the clear; add ?sslmode=require (or verify-full) to the URL, or set "
+            "BUDGET_MCP_ALLOW_INSECURE_DATABASE=true if that network is trusted"
+        )
+
+
 def normalize_database_url(raw: str) -> URL:
     """Parse a user's URL; ``postgres://`` and ``postgresql://`` use psycopg2 (safe behind PgBouncer)."""
     from sqlalchemy.engine import make_url
@@ -213,10 +287,7 @@ def normalize_database_url(raw: str) -> URL:
     try:
         url = make_url(raw.strip())
     except (ArgumentError, ValueError):  # ValueError: e.g. no host, so the password is read as the port
-        raise ValueError(
-            "DATABASE_URL is not a valid database URL; expected postgresql://user:password@host/db "
-            "or sqlite:////absolute/path/budget.sqlite3"
-        ) from None
+        raise ValueError(_INVALID_URL) from None
     backend, _, driver = url.drivername.partition("+")
     if backend in {"postgres", "postgresql"}:
         if driver not in {"", "psycopg2"}:
@@ -251,13 +322,6 @@ def _is_local_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:  # a name such as 127.example.com: not known to stay on this machine
         return False
-
-
-def uses_tls_or_loopback(url: URL) -> bool:
-    """A PostgreSQL URL is safe to use when it stays on this machine or insists on TLS."""
-    if url.get_backend_name() != "postgresql" or is_loopback(url):
-        return True
-    return url.query.get("sslmode") in TLS_SSLMODES
 
 
 def redact_url(url: URL | str) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from decimal import Decimal
-
-from iso4217 import Currency
+from functools import cache
+from typing import TYPE_CHECKING
 
 from .errors import InvalidInput
 
@@ -12,12 +12,22 @@ from .errors import InvalidInput
 # and keeping it far below 2**63 minor units means sums over millions of rows cannot overflow.
 MAX_AMOUNT = Decimal("1000000000")
 
+if TYPE_CHECKING:
+    from iso4217 import Currency
+
+
+@cache  # valid codes only (a lookup that raises is not cached): a few hundred at most
+def _currency(code: str) -> Currency:
+    from iso4217 import Currency  # reads its table from XML: not on the server's start-up path
+
+    return Currency(code)
+
 
 def normalize_currency(code: str) -> str:
     """Return the upper-case ISO 4217 code, or raise ``InvalidInput`` naming what is accepted."""
     candidate = code.strip().upper()
     try:
-        currency = Currency(candidate)
+        currency = _currency(candidate)
     except ValueError:
         raise InvalidInput(
             f"unknown currency {code!r}; use a three-letter ISO 4217 code such as USD, EUR, GBP or JPY"
@@ -29,7 +39,7 @@ def normalize_currency(code: str) -> str:
 
 def minor_digits(currency: str) -> int:
     """How many decimal places the currency has: 2 for USD, 0 for JPY, 3 for KWD."""
-    exponent = Currency(currency).exponent
+    exponent = _currency(currency).exponent
     assert exponent is not None, "normalize_currency() refuses currencies without a minor unit"
     return exponent
 

@@ -119,6 +119,12 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
     assert __version__ == version("budget-mcp")
 
 
+def test_no_arguments_mean_what_the_parser_makes_of_none() -> None:
+    from budget_mcp.cli import NO_ARGUMENTS, build_parser  # start-up skips building the parser
+
+    assert build_parser().parse_args([]) == NO_ARGUMENTS
+
+
 def test_the_installed_console_script_runs_the_cli() -> None:
     done = subprocess.run([console_script(), "--version"], capture_output=True, text=True, timeout=60, env=clean_env())
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, f"budget-mcp {__version__}", "")

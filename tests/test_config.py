@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import getpass
 import os
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import hypothesis
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
@@ -84,6 +89,108 @@ def test_a_url_missing_its_host_is_refused_without_echoing_the_password() -> Non
     message = rejection(database_url=f"postgresql://alex:{PASSWORD}/neondb")
     assert "DATABASE_URL" in message
     assert PASSWORD not in message
+
+
+# The settings check a URL with the standard library (SQLAlchemy's import would slow every start); the
+# database is opened with SQLAlchemy's reading of it. The two must agree on well-formed URLs, and where a
+# malformed one reads differently, nothing may connect without TLS.
+
+URL_PASSWORDS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+URL_HOSTS = st.sampled_from(
+    ["localhost", "127.0.0.1", "[::1]", "", "db.example.com", "10.0.0.5", "ep-a-1-pooler.aws.neon.tech", "127.x.io"]
+)
+URL_QUERIES = st.lists(
+    st.sampled_from(
+        [
+            "sslmode=require",
+            "sslmode=disable",
+            "sslmode=verify-full",
+            "sslmode=prefer",
+            "host=/run/pg",
+            "host=db.example.com",
+            "application_name=x",
+            "password=p%40ss",
+        ]
+    ),
+    max_size=3,
+)
+URL_SCHEMES = st.sampled_from(
+    ["postgresql", "postgres", "postgresql+psycopg2", "postgresql+asyncpg", "POSTGRESQL", "sqlite", "mysql", "pg sql"]
+)
+
+
+def sqlalchemy_verdict(raw: str) -> str:
+    """What the checks said when they read the URL with SQLAlchemy (before start-up stopped importing it)."""
+    from budget_mcp.config import TLS_SSLMODES, is_loopback, normalize_database_url
+
+    try:
+        url = normalize_database_url(raw)
+    except ValueError:
+        return "invalid"
+    if url.get_backend_name() == "postgresql" and not is_loopback(url):
+        return "tls" if url.query.get("sslmode") in TLS_SSLMODES else "refused: no TLS"
+    return "ok"
+
+
+def settings_verdict(raw: str) -> str:
+    try:
+        settings = load(database_url=raw)
+    except ValidationError as error:
+        return "refused: no TLS" if "without TLS" in str(error) else "invalid"
+    try:
+        url = settings.url  # what opening the database reads
+    except ValueError as error:
+        return "refused when opened: no TLS" if "without TLS" in str(error) else "invalid when opened"
+    if url.get_backend_name() == "postgresql" and not is_loopback_url(url):
+        return "tls"
+    return "ok"
+
+
+def is_loopback_url(url: object) -> bool:
+    from budget_mcp.config import is_loopback
+
+    return is_loopback(url)  # type: ignore[arg-type]
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@given(URL_SCHEMES, st.text(alphabet="abcxyz_-.", max_size=6), URL_PASSWORDS, URL_HOSTS, URL_QUERIES)
+def test_settings_read_a_well_formed_url_exactly_as_sqlalchemy_does(
+    scheme: str, user: str, password: str, host: str, query: list[str]
+) -> None:
+    userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user or password else ""
+    raw = f"{scheme}://{userinfo}{host}/budget" + ("?" + "&".join(query) if query else "")
+    if scheme == "sqlite":
+        raw = f"sqlite:///budget-{quote(password, safe='')}.sqlite3"
+    assert settings_verdict(raw) == sqlalchemy_verdict(raw), raw
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["postgresql", "postgres"]), URL_PASSWORDS, URL_HOSTS, URL_QUERIES)
+@example("postgresql", "p@ss?sslmode=require", "db.example.com", [])
+@example("postgresql", "p#w/x", "db.example.com", ["sslmode=require"])
+@example("postgresql", "a@localhost", "db.example.com", [])
+def test_a_malformed_url_never_connects_without_tls_whichever_way_it_is_read(
+    scheme: str, password: str, host: str, query: list[str]
+) -> None:
+    raw = f"{scheme}://alex:{password}@{host}/budget" + ("?" + "&".join(query) if query else "")  # not encoded
+    verdict = settings_verdict(raw)
+    if sqlalchemy_verdict(raw) == "refused: no TLS":
+        assert verdict.startswith(("refused", "invalid")), raw
+    if verdict == "ok":
+        assert sqlalchemy_verdict(raw) == "ok", raw
+
+
+def test_reading_the_settings_does_not_import_sqlalchemy(tmp_path: Path) -> None:
+    probe = (
+        "import sys; from budget_mcp.config import Settings; "
+        "s = Settings(_env_file=None, database_url=sys.argv[1]); "
+        "print(s.database_url is not None, 'sqlalchemy' in sys.modules)"
+    )
+    for url in (f"postgresql://alex:{PASSWORD}@db.example.com/budget?sslmode=require", "sqlite:///b.sqlite3"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=True
+        )
+        assert done.stdout.split() == ["True", "False"]
 
 
 def test_a_relative_sqlite_path_becomes_absolute_against_the_working_directory(tmp_path: Path) -> None:
