@@ -27,6 +27,7 @@ BENCHMARKS = REPO / "benchmarks"
 PYTHON = sys.executable
 SERVER = [PYTHON, "-m", "budget_mcp"]
 FLOOR = [PYTHON, str(BENCHMARKS / "floor_server.py")]
+INTERFACE = [PYTHON, str(BENCHMARKS / "interface_server.py")]  # budget-mcp's tool interface, no work
 PROTOCOL = "2025-11-25"  # what Claude Desktop, Claude Code and the Inspector negotiate (the initialize handshake)
 TIMEOUT = 120.0  # seconds any single answer may take before the benchmark gives up
 

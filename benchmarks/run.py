@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
+import math
 import os
 import pickle
 import shutil
@@ -63,7 +64,7 @@ from dataset import (
     money,
 )
 from mcp import Client
-from procs import FLOOR, REPO, SERVER, ColdStart, log, percentile
+from procs import FLOOR, INTERFACE, REPO, SERVER, ColdStart, log, percentile
 from sqlalchemy.engine import make_url
 
 from budget_mcp.transactions import migrate
@@ -110,7 +111,7 @@ FULL = Plan(
     sizes=(10_000, 100_000, 1_000_000),
     postgres_sizes=(10_000, 100_000, 1_000_000),
     repeats=5,
-    cold_repeats=7,
+    cold_repeats=15,
     calls_max=200,
     calls_min=5,
     seconds_per_tool=4.0,
@@ -158,6 +159,9 @@ class Samples:
     floor: list[float] = field(default_factory=list)
     tool_validation: list[float] = field(default_factory=list)
     floor_validation: list[float] = field(default_factory=list)
+    # The same call on the interface floor (benchmarks/interface_server.py): budget-mcp's tool, no work.
+    interface: list[float] = field(default_factory=list)
+    interface_validation: list[float] = field(default_factory=list)
 
     @property
     def tool_server(self) -> list[float]:
@@ -175,6 +179,23 @@ class Samples:
     def server_ratio(self, q: float) -> float:
         """The same without the client-side validation on either side."""
         return (percentile(self.tool_server, q) - percentile(self.floor_server, q)) / percentile(self.raw, q)
+
+    @property
+    def interface_server(self) -> list[float]:
+        return [t - v for t, v in zip(self.interface, self.interface_validation, strict=True)]
+
+    def lowest_ratio(self, q: float) -> float:
+        """The lowest (tool - floor) / raw SQL any implementation of this tool's interface on this SDK could
+        reach: its raw SQL plus what the SDK does for the interface alone, (interface - floor)."""
+        if not self.interface:
+            return math.nan
+        return 1 + (percentile(self.interface, q) - percentile(self.floor, q)) / percentile(self.raw, q)
+
+    def lowest_server_ratio(self, q: float) -> float:
+        if not self.interface:
+            return math.nan
+        spent = percentile(self.interface_server, q) - percentile(self.floor_server, q)
+        return 1 + spent / percentile(self.raw, q)
 
 
 @dataclass(frozen=True)
@@ -426,6 +447,7 @@ async def measure_tool(
     run: Run,
     server: Client,
     floor: Client,
+    interface: Client,
     tool: str,
     call: CapturedCall,
     raw_engine: Any,
@@ -464,6 +486,12 @@ async def measure_tool(
         samples.floor_validation.append(validated)
         if echoed.is_error or echoed.structured_content != {"result": 7}:
             run.results.errors.append(f"floor echo: {echoed}")
+        took, canned = await timed(lambda: interface.call_tool(tool, args))  # noqa: B023
+        samples.interface.append(took)
+        validated, _ = await timed(lambda: interface.session.validate_tool_result(tool, canned))  # noqa: B023
+        samples.interface_validation.append(validated)
+        if canned.is_error:
+            run.results.errors.append(f"interface floor {tool}: {canned.content}")
     return samples
 
 
@@ -484,20 +512,25 @@ async def latency_section(run: Run, floor: Client, backend: str, size: int) -> N
     raw_engine = database.raw_engine()
     counter = Counter()
     largest = size == max(run.sizes(backend))
+    answers = run.workdir / f"answers-{backend}-{size}.json"
+    answers.write_text(json.dumps({tool: service_answer(call) for tool, call in calls.items()}), encoding="utf-8")
+    interface_env = {**run.env(database.url), "BENCH_INTERFACE_ANSWERS": str(answers)}
     try:
-        async with procs.client(
-            SERVER, run.env(database.url), run.workdir, run.errlog(f"latency-{backend}-{size}")
-        ) as server:
+        async with (
+            procs.client(SERVER, run.env(database.url), run.workdir, run.errlog(f"latency-{backend}-{size}")) as server,
+            procs.client(INTERFACE, interface_env, run.workdir, run.errlog(f"interface-{backend}-{size}")) as interface,
+        ):
             await server.list_tools()
+            await interface.list_tools()
             for tool in TOOLS:  # warm: connections, caches, the OS page cache
                 await measure_tool(
-                    run, server, floor, tool, calls[tool], raw_engine, database, counter,
+                    run, server, floor, interface, tool, calls[tool], raw_engine, database, counter,
                     calls_min=3, calls_max=3, seconds=0,
                 )  # fmt: skip
             for repeat in range(run.plan.repeats):
                 for tool in TOOLS:
                     samples = await measure_tool(
-                        run, server, floor, tool, calls[tool], raw_engine, database, counter,
+                        run, server, floor, interface, tool, calls[tool], raw_engine, database, counter,
                         calls_min=run.plan.calls_min, calls_max=run.plan.calls_max, seconds=run.plan.seconds_per_tool,
                     )  # fmt: skip
                     results.latency[(backend, size, tool)].append(samples)

@@ -1,7 +1,7 @@
 """Where budget-mcp's start-up time goes: each import and step of ``budget-mcp`` (stdio) timed in one fresh
 process, in the order the server does them: what it does before it can answer ``initialize`` and
 ``tools/list`` (the handshake path, with the cyclic garbage collector off as the CLI has it), then what a
-worker thread does after the handshake (the database layer, opening the database). Prints JSON
+worker thread does after the handshake (registering the tools, the database layer, opening the database). Prints JSON
 ``{"steps": [[step, seconds], ...], "stale": [...]}`` on stdout. Run by ``benchmarks/run.py`` with the
 server's environment.
 
@@ -34,14 +34,22 @@ import budget_mcp.config  # noqa: E402
 
 mark("import budget_mcp.config (pydantic-settings)")
 settings = budget_mcp.config.Settings()  # type: ignore[call-arg]
-mark("read the settings (parses DATABASE_URL with SQLAlchemy's URL when one is set)")
+mark("read the settings (a DATABASE_URL is checked with the standard library, not SQLAlchemy)")
 import budget_mcp.server  # noqa: E402
 
 mark("import budget_mcp.server and .schemas (tool declarations, pydantic models)")
 server = budget_mcp.server.build_server(settings)
-mark(f"build_server(): {len(server._tool_manager.list_tools())} tool schemas")
+shipped = budget_mcp.server.shipped_tools(settings.read_only)
+mark(
+    "build_server(): tools/list from the shipped copy (budget_mcp/tools_list.json), tools not registered yet"
+    if shipped is not None
+    else "build_server(): every tool registered (no shipped tools/list fits these sources and versions)"
+)
 handshake = time.perf_counter() - began
 gc.enable()
+if shipped is not None:
+    server._deferred.register()  # type: ignore[attr-defined]
+    mark(f"after the handshake, in a worker thread: register the {len(shipped)} tools (the SDK's JSON schemas)")
 import budget_mcp.models  # noqa: E402
 import budget_mcp.service  # noqa: E402
 

@@ -32,6 +32,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, TextContent, ToolAnnotations
+from mcp.types import Tool as ListedTool
 from pydantic import Field, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -172,10 +173,18 @@ class AppState:
     wrong password), every call says what is wrong and the next one tries again: the server keeps running,
     so the fix takes effect without restarting the client."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], datetime] | None, per_token_user: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] | None,
+        per_token_user: bool,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.per_token_user = per_token_user
         self._clock = clock
+        self._prepare = prepare
         self._lock = threading.Lock()
         self._warm_up_lock = threading.Lock()
         self._stopping = threading.Event()
@@ -189,7 +198,7 @@ class AppState:
 
     def warm_up(self, delay: float = 0.0) -> None:
         """Open the database in the background (once, after ``delay`` seconds), so the first call does
-        not wait for it."""
+        not wait for it; first run ``prepare`` (the tools' registration, when the handshake did without)."""
         with self._warm_up_lock:
             if self._warm_up is None and not self._stopping.is_set():
                 self._warm_up = threading.Timer(delay, self._try_open)
@@ -197,6 +206,8 @@ class AppState:
                 self._warm_up.start()
 
     def _try_open(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
         with suppress(BudgetError):  # logged by database(); a call will try again and report it
             self.database()
 
@@ -402,20 +413,25 @@ def build_server(
     *,
     clock: Callable[[], datetime] | None = None,
     token_auth_url: str | None = None,
+    shipped_tools_list: bool = True,
 ) -> MCPServer[AppState]:
     """The budget-mcp server for ``settings``. Nothing connects until the server starts (its lifespan).
 
     ``clock`` returns the current instant (timezone-aware); tests pass a fixed one. ``token_auth_url``
     (the HTTP server's own URL) requires a bearer token on every request and serves the token's user.
+    ``shipped_tools_list``: over stdio, answer ``tools/list`` from the copy shipped in the package (when it
+    was made by these very sources and versions) and register the tools after the handshake (see
+    :class:`_DeferredTools`); false registers them now.
     """
     running = _Running()
+    deferred = _DeferredTools()
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
         # Tools run in worker threads, one connection each: as many workers as the pool has connections,
         # so a burst of calls queues for a worker instead of timing out waiting for a connection.
         anyio.to_thread.current_default_thread_limiter().total_tokens = max_connections(settings.pool_size)
-        state = AppState(settings, clock=clock, per_token_user=token_auth_url is not None)
+        state = AppState(settings, clock=clock, per_token_user=token_auth_url is not None, prepare=deferred.register)
         if token_auth_url is not None:  # over HTTP, be ready (/healthz) before the first request
             state.warm_up()
         running.state = state
@@ -432,28 +448,135 @@ def build_server(
             "token_verifier": _TokenVerifier(running),
             "auth": AuthSettings(issuer_url=token_auth_url, resource_server_url=None),  # type: ignore[arg-type]
         }
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _Server(
         "budget-mcp",
+        deferred=deferred,
         title="Budget",
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
         log_level=settings.log_level,
-        middleware=[_open_database_after_handshake, refuse_unknown_arguments],
+        middleware=[deferred, _open_database_after_handshake, refuse_unknown_arguments],
         extensions=[_dashboard_app()],
         **auth,
     )
     if token_auth_url is not None:
         _register_health_check(server, running)
-    _register_read_tools(server)
-    _register_dashboard(server)
-    if not settings.read_only:
-        _register_write_tools(server)
+
+    def register_tools() -> None:
+        _register_read_tools(server)
+        _register_dashboard(server)
+        if not settings.read_only:
+            _register_write_tools(server)
+        _compact_tool_schemas(server)
+
+    # Over HTTP every tool is registered now: the server answers /healthz only once it is ready anyway, and
+    # the SDK looks tools up (Mcp-Param headers) before any middleware could register them.
+    listed = shipped_tools(settings.read_only) if shipped_tools_list and token_auth_url is None else None
+    deferred.setup(register_tools, listed)
     _register_resources(server, running)
     _register_prompts(server, read_only=settings.read_only)
-    _compact_tool_schemas(server)
     refuse_unknown_arguments.server = server
     return server
+
+
+# --- tools/list before the tools exist ------------------------------------------------------------------
+
+TOOLS_LIST_FILE = "tools_list.json"
+# The modules a tool's declaration (its schema, description, annotations) is made of: what importing this
+# module loads from the package. tests/test_contract.py holds the list to that.
+TOOL_SOURCES = ("__init__", "config", "errors", "money", "periods", "schemas", "server", "troubleshoot")
+
+
+class _DeferredTools:
+    """Registering the tools makes the SDK build a JSON schema per tool, a good part of a cold start. Over
+    stdio the handshake needs only their ``tools/list`` entries, so the server answers it from the copy
+    shipped in the package (``tools_list.json``, made by ``tests/test_contract.py`` from the registered
+    tools and used only when the sources and versions that made it are the ones running) and registers
+    the tools after the handshake, in the worker thread that opens the database. A call that comes sooner
+    registers them itself; after that, every request reaches the real tools."""
+
+    def __init__(self) -> None:
+        self._register: Callable[[], None] | None = None
+        self._listed: list[dict[str, Any]] | None = None
+        self._tools: list[ListedTool] | None = None
+        self._lock = threading.Lock()
+
+    def setup(self, register: Callable[[], None], listed: list[dict[str, Any]] | None) -> None:
+        self._register, self._listed = register, listed
+        if listed is None:
+            self.register()
+
+    def register(self) -> None:
+        with self._lock:
+            if self._register is not None:
+                self._register()
+                self._register = None  # registered: every request now reaches the real tools
+                self._listed = None
+
+    def listed(self) -> list[ListedTool] | None:
+        """The shipped entries while the tools are not registered yet; None once they are."""
+        listed = self._listed
+        if self._register is None or listed is None:
+            return None
+        if self._tools is None:
+            self._tools = [ListedTool.model_validate(tool) for tool in listed]
+        return self._tools
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if self._register is not None and ctx.method == "tools/call":  # nothing else needs the tools
+            await anyio.to_thread.run_sync(self.register)
+        return await call_next(ctx)
+
+
+class _Server(MCPServer[AppState]):
+    """The SDK's server, listing the shipped tools/list entries until the tools are registered."""
+
+    def __init__(self, *args: Any, deferred: _DeferredTools, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred = deferred
+
+    async def list_tools(self) -> list[ListedTool]:
+        listed = self._deferred.listed()
+        return list(listed) if listed is not None else await super().list_tools()
+
+
+def tools_list_key() -> dict[str, str]:
+    """What a tools/list answer depends on: the tools' sources and the Python, SDK and pydantic that run."""
+    from hashlib import sha256
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import pydantic
+
+    digest = sha256()
+    for name in TOOL_SOURCES:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return {
+        "python": "{}.{}".format(*sys.version_info[:2]),
+        "mcp": version("mcp"),
+        "pydantic": pydantic.VERSION,
+        "sources": digest.hexdigest(),
+    }
+
+
+def shipped_tools(read_only: bool) -> list[dict[str, Any]] | None:
+    """The shipped tools/list entries for this mode, or None when they were made by other sources or
+    versions (then the tools are registered at start-up, as without a shipped copy)."""
+    from importlib.resources import files
+
+    try:
+        shipped = json.loads(files(__package__).joinpath(TOOLS_LIST_FILE).read_text(encoding="utf-8"))
+        if shipped["made_by"] != tools_list_key():
+            logger.debug("%s was made by other sources or versions: registering the tools now", TOOLS_LIST_FILE)
+            return None
+        listed: list[dict[str, Any]] = shipped["tools"]
+        if read_only:
+            names = set(shipped["read_only"])
+            listed = [tool for tool in listed if tool["name"] in names]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return listed
 
 
 def _refuse_standalone_streams(app: Starlette) -> None:

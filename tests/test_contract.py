@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from budget_mcp.config import Settings
-from budget_mcp.server import build_server
+from budget_mcp.server import TOOL_SOURCES, TOOLS_LIST_FILE, build_server, tools_list_key
 
 from helpers import DESTRUCTIVE_TOOLS, READ_TOOLS, TOOLS
 
@@ -24,6 +24,8 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "budget_mcp"
+# Bound by budget_mcp.server at import, loaded on first use (after the handshake).
+LAZY_MODULES = {"dashboard", "imports", "reports", "service", "tokens", "transactions"}
 
 
 @pytest.fixture
@@ -298,3 +300,97 @@ def test_the_handshake_needs_no_database_layer_and_the_first_call_loads_it(tmp_p
         "['alembic', 'budget_mcp.imports', 'budget_mcp.models', 'budget_mcp.service', 'budget_mcp.tokens', "
         "'sqlalchemy', 'sqlalchemy.orm']",
     ]
+
+
+# --- tools/list before the tools are registered (budget_mcp/tools_list.json) -------------------------------
+
+
+def _settings(tmp_path: Path, **values: object) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", user="alice", _env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def _registered_tools_list(settings: Settings) -> list[dict[str, object]]:
+    server = build_server(settings, shipped_tools_list=False)
+    return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in await server.list_tools()]
+
+
+async def test_the_shipped_tools_list_is_what_the_registered_tools_list(tmp_path: Path) -> None:
+    """budget_mcp/tools_list.json answers tools/list during the handshake; it must be exactly what the tools,
+    once registered, list (the server ignores a copy made by other sources or versions, so a stale copy
+    would only make every start slower)."""
+    tools = await _registered_tools_list(_settings(tmp_path))
+    read_only = await _registered_tools_list(_settings(tmp_path, read_only=True))
+    names = [tool["name"] for tool in read_only]
+    assert [tool for tool in tools if tool["name"] in names] == read_only  # so the file lists them once
+    # One tool per line: a change to a tool is a change to its line.
+    lines = ",\n".join(json.dumps(tool, ensure_ascii=False, separators=(",", ":")) for tool in tools)
+    text = f'{{"made_by":{json.dumps(tools_list_key())},\n"read_only":{json.dumps(names)},\n"tools":[\n{lines}\n]}}\n'
+    shipped = PACKAGE / TOOLS_LIST_FILE
+    if os.environ.get("BUDGET_MCP_UPDATE_TOOLS_LIST") == "1":
+        shipped.write_text(text, encoding="utf-8")
+    assert shipped.read_text(encoding="utf-8") == text, (
+        "budget_mcp/tools_list.json is out of date; regenerate it with "
+        "BUDGET_MCP_UPDATE_TOOLS_LIST=1 .venv/bin/python -m pytest tests/test_contract.py -k shipped_tools_list"
+    )
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+async def test_a_client_sees_the_same_tools_before_and_after_they_are_registered(
+    tmp_path: Path, read_only: bool
+) -> None:
+    settings = _settings(tmp_path, read_only=read_only)
+    server = build_server(settings)
+    async with Client(build_server(settings, shipped_tools_list=False)) as eager, Client(server) as client:
+        before = await client.list_tools()
+        assert not server._tool_manager.list_tools(), "the handshake was answered from the shipped list"
+        ok = await client.call_tool("list_categories", {})  # the first call registers the tools
+        assert not ok.is_error
+        assert len(server._tool_manager.list_tools()) == len(before.tools)
+        assert await client.list_tools() == before == await eager.list_tools()
+
+
+async def test_a_first_call_with_a_wrong_argument_gets_the_same_answer_as_later(tmp_path: Path) -> None:
+    async with Client(build_server(_settings(tmp_path))) as client:
+        first = await client.call_tool("list_categories", {"limt": 5})
+        again = await client.call_tool("list_categories", {"limt": 5})
+    assert first.is_error and first == again
+    assert "unknown argument 'limt'" in first.content[0].text  # type: ignore[union-attr]
+
+
+SHIPPED_PROBE = "from budget_mcp.server import shipped_tools; print(shipped_tools(False) is not None)"
+
+
+@pytest.mark.parametrize("change", ["nothing", "a tool's source", "the recorded SDK version"])
+def test_a_shipped_tools_list_is_used_only_with_the_sources_and_versions_that_made_it(
+    tmp_path: Path, change: str
+) -> None:
+    import shutil
+
+    copy = tmp_path / "budget_mcp"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    if change == "a tool's source":
+        with (copy / "schemas.py").open("a", encoding="utf-8") as schemas:
+            schemas.write("\n# edited\n")
+    elif change == "the recorded SDK version":
+        shipped = json.loads((copy / TOOLS_LIST_FILE).read_text(encoding="utf-8"))
+        shipped["made_by"]["mcp"] = "0.0.1"
+        (copy / TOOLS_LIST_FILE).write_text(json.dumps(shipped), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c", SHIPPED_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        check=True,
+    )
+    assert done.stdout.split() == [str(change == "nothing")]
+
+
+def test_the_tool_sources_are_every_module_the_tool_declarations_load(tmp_path: Path) -> None:
+    probe = (
+        "import json, sys, budget_mcp.server; print(json.dumps([n for n in sys.modules if n[:11] == 'budget_mcp.']))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    loaded = {name.split(".", 1)[1] for name in json.loads(done.stdout)} - LAZY_MODULES
+    assert loaded | {"__init__"} == set(TOOL_SOURCES)
