@@ -126,6 +126,18 @@ def _lazy_module(name: str) -> ModuleType:
     return module
 
 
+# Modules are per process, so is the lock that loads them (a process may hold several servers, as tests do).
+_LAZY_LOAD_LOCK = threading.Lock()
+
+
+def _load_lazy_modules() -> None:
+    """Load every lazily bound module, under one lock: on Python 3.11 two threads touching a lazy module
+    first at the same time can see it half loaded (say, two bearer tokens checked at once)."""
+    with _LAZY_LOAD_LOCK:
+        for module in (dashboard, imports, reports, service, tokens, transactions):
+            getattr(module, "__name__")  # noqa: B009 - the attribute access is what loads it
+
+
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
@@ -223,10 +235,7 @@ class AppState:
     def _open(self) -> Database:
         from .db import EngineOptions, make_engine, make_session_factory  # see _lazy_module
 
-        # Load every lazily bound module here, under the lock: on Python 3.11 two threads touching a lazy
-        # module first at the same time can see it half loaded (say, two bearer tokens checked at once).
-        for module in (dashboard, imports, reports, service, tokens, transactions):
-            getattr(module, "__name__")  # noqa: B009 - the attribute access is what loads it
+        _load_lazy_modules()
         settings = self.settings
         policy = transactions.RetryPolicy(wait=settings.database_wait, stopping=self._stopping)
         caller = service.Caller(user=settings.user, default_currency=settings.default_currency, timezone=settings.tz())
