@@ -46,6 +46,7 @@ mark(
     else "build_server(): every tool registered (no shipped tools/list fits these sources and versions)"
 )
 handshake = time.perf_counter() - began
+gc.freeze()  # as budget_mcp.cli._started() does once the server is built
 gc.enable()
 if shipped is not None:
     server._deferred.register()  # type: ignore[attr-defined]
