@@ -166,14 +166,8 @@ class Settings(BaseSettings):
         """The TLS rule again on SQLAlchemy's reading of the URL, which is what connects: the settings were
         checked on the standard library's reading, and the two must not disagree to anyone's cost."""
         if not self.allow_insecure_database:
-            host = url.host or url.query.get("host") or ""
-            sslmode = url.query.get("sslmode")
-            _require_tls(
-                name,
-                url.get_backend_name(),
-                host if isinstance(host, tuple) else (host,),
-                sslmode if isinstance(sslmode, str) else None,
-            )
+            sslmode = url.query.get("sslmode")  # a tuple when given twice: no single mode to trust
+            _require_tls(name, url.get_backend_name(), _hosts(url), sslmode if isinstance(sslmode, str) else None)
         return url
 
     @property
@@ -253,7 +247,7 @@ def _url_facts(raw: str) -> _UrlFacts:
             raise ValueError(f"DATABASE_URL driver {driver!r} is not supported; use postgresql:// (psycopg2)")
         hosts = tuple(query.get("host", [])) if not parts.hostname else (unquote(parts.hostname),)
         modes = query.get("sslmode", [])
-        sslmode = modes[0] if len(modes) == 1 else None  # given twice: no single mode to trust (nor does libpq)
+        sslmode = modes[0] if len(modes) == 1 else None  # given twice: no single mode to trust, as above
         return _UrlFacts("postgresql", hosts or ("",), sslmode)
     if backend == "sqlite":
         if driver not in {"", "pysqlite"}:
@@ -310,9 +304,12 @@ def is_neon_pooler_host(host: str | None) -> bool:
 
 def is_loopback(url: URL) -> bool:
     """The URL's server is on this machine (a loopback address, ``localhost`` or a Unix socket)."""
+    return all(_is_local_host(h) for h in _hosts(url))
+
+
+def _hosts(url: URL) -> tuple[str, ...]:
     host = url.host or url.query.get("host") or ""
-    hosts = host if isinstance(host, tuple) else (host,)  # several hosts: repeated query parameters
-    return all(_is_local_host(h) for h in hosts)
+    return host if isinstance(host, tuple) else (host,)  # several hosts: repeated query parameters
 
 
 def _is_local_host(host: str) -> bool:
