@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from budget_mcp.config import Settings, redact_url
+from budget_mcp.config import TLS_SSLMODES, Settings, is_loopback, normalize_database_url, redact_url
 
 PASSWORD = "s3cret-Pa55word"
 NEON_URL = f"postgresql://alex:{PASSWORD}@ep-cool-123-pooler.eu-central-1.aws.neon.tech/neondb?sslmode=require"
@@ -121,8 +121,6 @@ URL_SCHEMES = st.sampled_from(
 
 def sqlalchemy_verdict(raw: str) -> str:
     """What the checks said when they read the URL with SQLAlchemy (before start-up stopped importing it)."""
-    from budget_mcp.config import TLS_SSLMODES, is_loopback, normalize_database_url
-
     try:
         url = normalize_database_url(raw)
     except ValueError:
@@ -141,15 +139,9 @@ def settings_verdict(raw: str) -> str:
         url = settings.url  # what opening the database reads
     except ValueError as error:
         return "refused when opened: no TLS" if "without TLS" in str(error) else "invalid when opened"
-    if url.get_backend_name() == "postgresql" and not is_loopback_url(url):
+    if url.get_backend_name() == "postgresql" and not is_loopback(url):
         return "tls"
     return "ok"
-
-
-def is_loopback_url(url: object) -> bool:
-    from budget_mcp.config import is_loopback
-
-    return is_loopback(url)  # type: ignore[arg-type]
 
 
 @hypothesis.settings(max_examples=300, deadline=None)
