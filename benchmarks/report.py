@@ -397,9 +397,9 @@ def _findings(results: Results) -> str:
             " writers run in parallel, limited here by the CPUs that clients, servers and PostgreSQL share. On "
             "SQLite, read-only calls start with a plain (deferred) `BEGIN`, so a long summary holds no write lock "
             "and writers in other processes go on while it runs (in WAL mode a reader reads a snapshot); writes "
-            "start with `BEGIN IMMEDIATE`. Calls in flight in one process still queue for the write lock in "
-            "SQLite's sleeping busy handler (the p99 of the calls-in-flight rows); a lock around SQLite write "
-            "transactions within the process would let them queue without sleeping (not done)."
+            "start with `BEGIN IMMEDIATE`. Writes in flight in one process take turns on a lock of the server's "
+            "own, so each starts as soon as the one before commits instead of sleeping in SQLite's busy handler "
+            "(steps of up to 100 ms); servers in different processes still meet in the busy handler."
         )
     return "\n".join(lines) + "\n"
 

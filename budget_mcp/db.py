@@ -6,6 +6,7 @@ This is the one module that knows how SQLite and PostgreSQL differ at the connec
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +33,10 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SCHEMA_HEAD = "0004"
 # An execution option: the transaction only reads (on SQLite a plain BEGIN instead of BEGIN IMMEDIATE).
 READ_ONLY = "budget_mcp_read_only"
+# ``Session.info`` key: a lock that write transactions of one session factory take in turn (SQLite only).
+WRITE_LOCK = "budget_mcp_write_lock"
+# How long an SQLite writer waits for the write lock before "database is locked", in seconds.
+SQLITE_BUSY_TIMEOUT = 15.0
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -173,7 +178,7 @@ def make_migration_engine(url: URL) -> Engine:
 def _sqlite_engine(url: URL) -> Engine:
     assert url.database, "config.normalize_database_url() guarantees a file path"
     Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 15})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -183,7 +188,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={round(SQLITE_BUSY_TIMEOUT * 1000)}")
         cursor.close()
         # SQLite's lower() knows only ASCII; searches fold case with Python's rules instead.
         dbapi_connection.create_function("budget_lower", 1, _lower, deterministic=True)
@@ -207,9 +212,16 @@ def _lower(value: str | None) -> str | None:
 
 def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
     """Sessions on ``engine``; ``read_only`` ones are for calls that only read (on SQLite they take no
-    write lock, so a long report never holds up a writer in another process)."""
-    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
-    return sessionmaker(bind, autoflush=True, expire_on_commit=True)
+    write lock, so a long report never holds up a writer in another process).
+
+    On SQLite the writing sessions also carry a :data:`WRITE_LOCK` (see ``transactions.run_in_transaction``):
+    SQLite takes one writer at a time, and writers of the same process that wait for each other in SQLite's
+    busy handler sleep in steps of up to 100 ms, so calls made at once (an agent's parallel tool calls) would
+    finish up to tens of milliseconds late; on the lock each starts as soon as the one before commits."""
+    if read_only:
+        return sessionmaker(engine.execution_options(**{READ_ONLY: True}), autoflush=True, expire_on_commit=True)
+    info = {WRITE_LOCK: threading.Lock()} if engine.dialect.name == "sqlite" else {}
+    return sessionmaker(engine, autoflush=True, expire_on_commit=True, info=info)
 
 
 def schema_revision(connection: Connection) -> str | None:

@@ -18,8 +18,8 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Generic, NoReturn, TypeVar
 
@@ -37,7 +37,7 @@ from tenacity.stop import stop_base
 
 from . import audit
 from .config import Settings
-from .db import make_migration_engine, upgrade_schema
+from .db import SQLITE_BUSY_TIMEOUT, WRITE_LOCK, make_migration_engine, upgrade_schema
 from .errors import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def _attempt(
     unsettled: list[_Unsettled[T]],
 ) -> T:
     request_key = uuid.uuid4().hex
-    with session_factory() as session:
+    with session_factory() as session, _turn(session.info.get(WRITE_LOCK)):
         session.info[audit.REQUEST_KEY] = request_key
         transaction = session.begin()
         try:
@@ -194,6 +194,21 @@ def _attempt(
                 raise CommitOutcomeUnknown(str(error.orig)) from error
             raise
         return result
+
+
+@contextmanager
+def _turn(lock: threading.Lock | None) -> Iterator[None]:
+    """Hold the session factory's write lock, if it has one, until the transaction has ended. A writer that
+    waits longer than SQLite would goes on without it and meets SQLite's own lock (and its verdict)."""
+    if lock is None:
+        yield
+        return
+    held = lock.acquire(timeout=SQLITE_BUSY_TIMEOUT)
+    try:
+        yield
+    finally:
+        if held:
+            lock.release()
 
 
 def _committed(session_factory: sessionmaker[Session], request_key: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from mcp import Client
 from pydantic import ValidationError
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -359,4 +359,76 @@ def test_on_sqlite_a_write_transaction_takes_the_write_lock_up_front(tmp_path: P
                 connection.execute(text("INSERT INTO users (name, created_at) VALUES ('bob', '2026-01-01')"))
     finally:
         other.dispose()
+        engine.dispose()
+
+
+def test_on_sqlite_writes_made_at_once_in_one_process_take_turns_instead_of_meeting_the_busy_lock(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'b.sqlite3'}")
+    migrate(settings)
+    engine = make_engine(settings.url)
+
+    @event.listens_for(engine, "connect")
+    def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")  # meeting SQLite's lock would fail at once
+
+    factory = make_session_factory(engine)
+    threads, writes = 8, 25
+    start = threading.Barrier(threads)
+    failures: list[BaseException] = []
+
+    def write(session: Session) -> None:
+        session.add(Change(user_id=_user(session), tool="t", summary="s"))
+
+    def writer() -> None:
+        start.wait(timeout=30)
+        try:
+            for _ in range(writes):
+                run_in_transaction(factory, write, policy=RetryPolicy(wait=0))  # no retry: a lock error fails
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    workers = [threading.Thread(target=writer) for _ in range(threads)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert failures == []
+        with factory.begin() as session:
+            assert session.scalar(select(func.count()).select_from(Change)) == threads * writes
+    finally:
+        engine.dispose()
+
+
+def test_on_postgresql_two_writes_of_one_process_run_at_the_same_time(postgres_url: str) -> None:
+    settings = make_settings(postgres_url)
+    migrate(settings)
+    engine = make_engine(settings.url)
+    factory = make_session_factory(engine)
+    user_id = run_in_transaction(factory, _user)  # committed: neither write waits to create it
+    first_open, second_done = threading.Event(), threading.Event()
+
+    def first(session: Session) -> None:
+        session.add(Change(user_id=user_id, tool="first", summary="s"))
+        session.flush()
+        first_open.set()
+        assert second_done.wait(timeout=30), "the second write waited for the first one to end"
+
+    def second(session: Session) -> None:
+        session.add(Change(user_id=user_id, tool="second", summary="s"))
+
+    holder = threading.Thread(target=run_in_transaction, args=(factory, first))
+    try:
+        holder.start()
+        assert first_open.wait(timeout=30)
+        run_in_transaction(factory, second)
+        second_done.set()
+        holder.join(timeout=30)
+        with factory.begin() as session:
+            tools = session.scalars(select(Change.tool).where(Change.tool.in_(["first", "second"]))).all()
+            assert sorted(tools) == ["first", "second"]
+    finally:
+        second_done.set()
         engine.dispose()
