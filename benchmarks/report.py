@@ -310,10 +310,11 @@ def _findings(results: Results) -> str:
             + page_note
             + " Where the time goes (section 2): "
             + "; ".join(parts)
-            + ". The ORM/service share is the product's. `create_expense` (no idempotency key) runs a user lookup, "
-            "a category lookup, the INSERT and two audit INSERTs (the change and a JSON snapshot of the row), each "
-            "through the ORM's unit of work, then builds the answer's pydantic model; with a key it adds a lookup "
-            "and a SAVEPOINT. `query_expenses_by_category` reads its page as plain rows (the category's name "
+            + ". The ORM/service share is the product's. `create_expense` runs one lookup (the user's category, "
+            "the user joined in), the INSERT (with an idempotency key inside a SAVEPOINT, so that a key used "
+            "before fails only that INSERT and the first expense is looked up then) and two audit INSERTs (the "
+            "change and a JSON snapshot of the row), each through the ORM's unit of work, then builds the "
+            "answer's pydantic model. `query_expenses_by_category` reads its page as plain rows (the category's name "
             "joined in, no ORM objects), builds a pydantic `Expense` per row, then counts and sums the category. "
             "The raw SQL replays the same statements, so fewer statements would not move the ratio much: what "
             "remains is Python's fixed cost per call and per statement (SQLAlchemy's execution and unit of work, "

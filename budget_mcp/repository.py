@@ -61,6 +61,14 @@ def find_category(session: Session, user_id: int, key: str) -> Category | None:
     return session.scalar(select(Category).where(Category.user_id == user_id, Category.name_key == key))
 
 
+def find_users_category(session: Session, user_name: str, key: str) -> Category | None:
+    """The named user's category with this key, found in one query (the user and the category at once)."""
+    stmt = (
+        select(Category).join(User, User.id == Category.user_id).where(User.name == user_name, Category.name_key == key)
+    )
+    return session.scalar(stmt)
+
+
 def category_names(session: Session, user_id: int, limit: int) -> list[str]:
     """Up to ``limit`` of the user's category names, alphabetically: enough to suggest the right one."""
     stmt = select(Category.name).where(Category.user_id == user_id).order_by(Category.name_key).limit(limit)

@@ -211,6 +211,8 @@ class AppState:
     def warm_up(self, delay: float = 0.0) -> None:
         """Open the database in the background (once, after ``delay`` seconds), so the first call does
         not wait for it; first run ``prepare`` (the tools' registration, when the handshake did without)."""
+        if self._warm_up is not None:  # every request asks; all but the first find it started
+            return
         with self._warm_up_lock:
             if self._warm_up is None and not self._stopping.is_set():
                 self._warm_up = threading.Timer(delay, self._try_open)

@@ -137,6 +137,16 @@ def list_categories(session: Session, caller: Caller, *, limit: int, cursor: str
     )
 
 
+def require_own_category(session: Session, caller: Caller, name: str) -> tuple[int, Category]:
+    """The caller's user id (the user is created on the first write) and category called ``name``, as
+    :func:`require_category` finds it; one query when both exist, the usual case of every write."""
+    category = repo.find_users_category(session, caller.user, category_key(name))
+    if category is not None:
+        return category.user_id, category
+    user_id = repo.ensure_user(session, caller.user)
+    return user_id, require_category(session, user_id, name)
+
+
 def require_category(session: Session, user_id: int | None, name: str) -> Category:
     """The user's category called ``name`` (any case), or NotFound naming the closest existing ones."""
     category = repo.find_category(session, user_id, category_key(name)) if user_id is not None else None
@@ -178,12 +188,7 @@ def create_expense(session: Session, caller: Caller, new: NewExpense, idempotenc
     the database's unique key decides, so retries racing each other still store exactly one row."""
     currency = new.currency or caller.default_currency
     amount_minor = to_minor_units(new.amount, currency)
-    user_id = repo.ensure_user(session, caller.user)
-    category = require_category(session, user_id, new.category)
-    if idempotency_key is not None:
-        first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
-        if first is not None:
-            return _replay(first, new, currency, amount_minor, category, idempotency_key)
+    user_id, category = require_own_category(session, caller, new.category)
     expense = Expense(
         user_id=user_id,
         category_id=category.id,
@@ -199,11 +204,13 @@ def create_expense(session: Session, caller: Caller, new: NewExpense, idempotenc
         session.add(expense)
         session.flush()
     else:
+        # Insert first, look up only if the key is taken: a new key (the usual case) costs no lookup. The
+        # savepoint confines the failure of a repeated key to this insert, whether the first call with it
+        # committed long ago (a retry) or just now (a race), so exactly one row is ever stored.
         try:
-            with session.begin_nested():  # a racing call with the same key fails only this part
+            with session.begin_nested():
                 session.add(expense)
         except IntegrityError:
-            # A concurrent call with the same key committed first; its row is visible now.
             first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
             if first is None:
                 raise

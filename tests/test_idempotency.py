@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 from mcp import Client
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from budget_mcp import service
 from budget_mcp.config import Settings
@@ -162,6 +162,30 @@ async def test_concurrent_retries_with_one_key_store_one_expense_and_all_get_it(
     assert logged_creations(db) == 1
     fetched = await ok(client, "get_expense", expense_id=ids[0])
     assert (fetched["amount"], fetched["description"], fetched["merchant"]) == ("12.30", "Lunch", "Deli")
+
+
+async def test_an_expense_with_a_new_key_reads_only_its_category_before_it_is_stored(
+    client: Client, settings: Settings, db: Engine
+) -> None:
+    await seed_categories(client, "Food")
+    engine = make_engine(settings.url)
+    sent: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _record(_conn: Any, _cursor: Any, sql: str, *_rest: Any) -> None:
+        sent.append(sql.split()[0].upper())
+
+    caller = service.Caller(user="alice", default_currency="USD", timezone=ZoneInfo("UTC"))
+    new = NewExpense(**LUNCH)
+    try:
+        with make_session_factory(engine).begin() as session:
+            stored = service.create_expense(session, caller, new, KEY)
+    finally:
+        engine.dispose()
+    assert sent.count("SELECT") == 1  # the user's category, the user joined in; no search for the key
+    assert stored_with_key(db) == [(stored.id, "alice")]
+    again = await ok(client, "create_expense", **LUNCH, idempotency_key=KEY)  # the key's second use finds it
+    assert again["id"] == stored.id
 
 
 async def test_concurrent_retries_through_the_protocol_store_one_expense(client: Client, db: Engine) -> None:
