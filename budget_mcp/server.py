@@ -729,12 +729,16 @@ class _RefuseUnknownArguments:
                 )
                 return CallToolResult(content=[TextContent(text=message)], is_error=True)
             found = self.server._tool_manager.get_tool(tool) if self.server and isinstance(tool, str) else None
-            if found is not None:
+            result = await call_next(ctx)
+            if found is not None and _is_error_result(result):
+                # The SDK validated the arguments (once: a call that succeeds pays nothing here). If that is
+                # what failed, the same validation fails again, and its errors are told in plain lines.
                 try:
                     found.fn_metadata.validate_arguments(dict(arguments))
                 except ValidationError as error:
                     message = f"Error executing tool {tool}: {_validation_message(error)}"
                     return CallToolResult(content=[TextContent(text=message)], is_error=True)
+            return result
         return await call_next(ctx)
 
     async def _check_prompt(self, params: Mapping[str, Any]) -> None:
@@ -753,6 +757,13 @@ class _RefuseUnknownArguments:
         if missing:
             needs = "; ".join(f"{a.name} ({a.description})" if a.description else a.name for a in missing)
             raise MCPError(INVALID_PARAMS, f"prompt {prompt.name} needs {needs}")
+
+
+def _is_error_result(result: HandlerResult) -> bool:
+    """Whether a tools/call answer is an error result (the SDK hands middleware its JSON form)."""
+    if isinstance(result, CallToolResult):
+        return result.is_error
+    return isinstance(result, Mapping) and result.get("isError") is True
 
 
 def _annotations(*, read_only: bool, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
