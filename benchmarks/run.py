@@ -684,7 +684,7 @@ def explain_plans(run: Run, database: Database, calls: dict[str, CapturedCall]) 
         "summary: groups": dataset.explain(database, summary.statement("OVER ()"), analyze),
     }
     text = "\n".join(plans["first page"])
-    index = "ix_expenses_user_id_category_id_spent_on_id"
+    index = "ix_expenses_by_category"
     sorts = "TEMP B-TREE" in text if database.backend == "sqlite" else " Sort " in f" {text} "
     run.results.check(
         f"{database.label} {database.size:,}: the first page of query_expenses_by_category reads the category "

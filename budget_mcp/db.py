@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # The newest migration (tests keep it equal to Alembic's head): a server whose database is already there
 # starts without importing Alembic or reading the migration scripts.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 # An execution option: the transaction only reads (on SQLite a plain BEGIN instead of BEGIN IMMEDIATE).
 READ_ONLY = "budget_mcp_read_only"
 # ``Session.info`` key: a lock that write transactions of one session factory take in turn (SQLite only).

@@ -81,9 +81,11 @@ class Expense(Base):
             ["categories.user_id", "categories.id"],
             ondelete="RESTRICT",
         ),
-        # Newest-first listings and date-range reports for one user, with or without a category.
+        # Newest-first listings and date-range reports for one user, with or without a category. The category
+        # index also holds currency and amount, so a category's count and totals per currency (asked with
+        # every page of query_expenses_by_category) are read from the index alone, not from every row.
         Index(None, "user_id", "spent_on", "id"),
-        Index(None, "user_id", "category_id", "spent_on", "id"),
+        Index("ix_expenses_by_category", "user_id", "category_id", "spent_on", "id", "currency", "amount_minor"),
         # A retried create_expense finds its first attempt; concurrent retries cannot both insert.
         UniqueConstraint("user_id", "idempotency_key"),
         NEVER_REUSE_IDS,

@@ -189,7 +189,7 @@ def test_a_database_behind_the_code_warns_to_run_db_upgrade(tmp_path: Path) -> N
 
     assert code == 0
     status, detail, fix = check(output, "schema")
-    assert (status, detail) == ("warn", f"at migration 0002; 2 migrations to apply (newest: {SCHEMA_HEAD})")
+    assert (status, detail) == ("warn", f"at migration 0002; 3 migrations to apply (newest: {SCHEMA_HEAD})")
     assert fix is not None and "budget-mcp db upgrade" in fix
 
 

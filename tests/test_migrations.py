@@ -448,3 +448,49 @@ def test_a_category_rule_is_unique_per_pattern_and_keeps_its_category_from_being
         )
     with pytest.raises(IntegrityError), migrated.begin() as connection:
         connection.execute(models.Category.__table__.delete().where(models.Category.id == food))
+
+
+# --- 0005: the category index holds currency and amount --------------------------------------------------
+
+COVERING = ["user_id", "category_id", "spent_on", "id", "currency", "amount_minor"]
+
+
+def test_upgrading_a_0004_database_keeps_every_expense_and_widens_the_category_index(engine: Engine) -> None:
+    alembic(engine, "upgrade", "0004")
+    with engine.begin() as connection:
+        user_id = add_user(connection, "alice")
+        food, rent = add_category(connection, user_id, "Food"), add_category(connection, user_id, "Rent")
+        for category_id, amount, currency in ((food, 1230, "USD"), (food, 450, "EUR"), (rent, 90000, "USD")):
+            add_expense(connection, user_id, category_id, amount_minor=amount, currency=currency)
+    with engine.connect() as connection:
+        before = connection.execute(text("SELECT * FROM expenses ORDER BY id")).all()
+
+    upgrade_schema(engine)
+
+    assert current_revision(engine) == head_revision()
+    assert schema_differences(engine) == []
+    indexes = {index["name"]: index["column_names"] for index in inspect(engine).get_indexes("expenses")}
+    assert indexes["ix_expenses_by_category"] == COVERING
+    assert "ix_expenses_user_id_category_id_spent_on_id" not in indexes  # replaced, not kept beside it
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT * FROM expenses ORDER BY id")).all() == before
+    alembic(engine, "downgrade", "0004")
+    indexes = {index["name"]: index["column_names"] for index in inspect(engine).get_indexes("expenses")}
+    assert indexes["ix_expenses_user_id_category_id_spent_on_id"] == COVERING[:4]
+    assert "ix_expenses_by_category" not in indexes
+
+
+def test_on_sqlite_a_categorys_totals_are_read_from_the_index_alone(tmp_path: Path) -> None:
+    engine = make_engine(Settings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", _env_file=None).url)  # type: ignore[call-arg]
+    try:
+        upgrade_schema(engine)
+        with engine.connect() as connection:
+            plan = connection.execute(
+                text(
+                    "EXPLAIN QUERY PLAN SELECT currency, count(*), sum(amount_minor) FROM expenses"
+                    " WHERE user_id = 1 AND category_id = 2 GROUP BY currency"
+                )
+            ).all()
+        assert any("COVERING INDEX ix_expenses_by_category" in row[-1] for row in plan), plan
+    finally:
+        engine.dispose()

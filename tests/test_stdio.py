@@ -28,7 +28,7 @@ from pgserver import PostgresInstance
 
 SERVER = [sys.executable, "-m", "budget_mcp"]
 PROTOCOL = "2025-11-25"
-HEAD = "0004"  # the newest migration
+HEAD = "0005"  # the newest migration
 TIMEOUT = 60.0  # seconds any single read or exit may take before the test fails (never slept)
 
 
