@@ -364,7 +364,7 @@ def _findings(results: Results) -> str:
                 "most of its raw SQL time: " + ", ".join(costs) + ". The index holds `currency` and `amount_minor` "
                 "(migration 0005), so that aggregate reads no row from the table (a trial on 2026-12-06 at 1M, "
                 "before and after it: SQLite 57 to 20 ms in date order and 121 to 21 ms in no date order, "
-                "PostgreSQL 47 to 17 ms)."
+                "PostgreSQL 36-47 to 13-17 ms in two trials)."
             )
     if results.memory:
         bits = []
