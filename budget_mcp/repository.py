@@ -182,20 +182,44 @@ def _grouped_sums(user_id: int, start: date, end: date, group_by: str, *extra: C
     )
 
 
+@dataclass(frozen=True)
+class GroupPage:
+    groups: list[GroupSum]
+    group_count: int  # (group, currency) rows in all, on every page
+    sums: list[CurrencySum] | None  # the period's count and total per currency, if this page could tell them
+
+
 def spending_groups(
     session: Session, user_id: int, *, start: date, end: date, group_by: str, offset: int, limit: int
-) -> tuple[list[GroupSum], int]:
-    """A page of (group, currency) sums in the period, and how many such rows there are in all."""
-    stmt = _grouped_sums(user_id, start, end, group_by, func.count().over()).offset(offset).limit(limit)
-    rows = session.execute(stmt).all()
-    groups = [GroupSum(key, currency, count, int(total)) for key, currency, count, total, _ in rows]
+) -> GroupPage:
+    """A page of (group, currency) sums in the period and how many such rows there are in all. When the
+    page holds every row (the usual first page), also the period's count and total per currency: window
+    sums over all the groups, so the summary reads the expenses once instead of twice."""
+    by_currency = (Expense.currency,)
+    stmt = _grouped_sums(
+        user_id,
+        start,
+        end,
+        group_by,
+        func.count().over(),
+        func.sum(func.count()).over(partition_by=by_currency),
+        func.sum(func.sum(Expense.amount_minor)).over(partition_by=by_currency),
+    )
+    rows = session.execute(stmt.offset(offset).limit(limit)).all()
+    groups = [GroupSum(row[0], row[1], row[2], int(row[3])) for row in rows]
     if rows:
-        return groups, rows[0][4]
+        complete = offset == 0 and rows[0][4] <= len(rows)
+        per_currency = {row[1]: CurrencySum(row[1], int(row[5]), int(row[6])) for row in rows} if complete else None
+        return GroupPage(groups, rows[0][4], sorted(per_currency.values(), key=_by_code) if per_currency else None)
     if offset == 0:
-        return groups, 0
+        return GroupPage(groups, 0, [])  # nothing was spent in the period
     # The page lies past the end (data changed between pages): count the rows on their own.
     counted = select(func.count()).select_from(_grouped_sums(user_id, start, end, group_by).subquery())
-    return groups, session.scalar(counted) or 0
+    return GroupPage(groups, session.scalar(counted) or 0, None)
+
+
+def _by_code(total: CurrencySum) -> str:
+    return total.currency
 
 
 # --- budgets ------------------------------------------------------------------------------------------

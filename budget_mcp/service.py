@@ -824,10 +824,9 @@ def summarize_spending(
             group_count=0,
             next_cursor=None,
         )
-    sums = repo.sums_by_currency(session, user_id, start=start, end=end)
-    groups, group_count = repo.spending_groups(
-        session, user_id, start=start, end=end, group_by=group_by, offset=offset, limit=limit
-    )
+    page = repo.spending_groups(session, user_id, start=start, end=end, group_by=group_by, offset=offset, limit=limit)
+    groups, group_count = page.groups, page.group_count
+    sums = page.sums if page.sums is not None else repo.sums_by_currency(session, user_id, start=start, end=end)
     currency_totals = {s.currency: s.total_minor for s in sums}
     return SpendingSummary(
         start_date=start,

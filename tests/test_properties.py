@@ -436,6 +436,44 @@ def test_totals_are_exact_per_currency_and_never_mix_currencies(
     assert page["totals"] == summary["totals"]
 
 
+@PROPERTY
+@given(
+    spends=st.lists(
+        st.tuples(st.sampled_from(["USD", "EUR", "JPY"]), st.integers(1, 10**6), st.integers(0, 6)),
+        min_size=1,
+        max_size=8,
+    ),
+    limit=st.integers(1, 10),
+)
+def test_a_summarys_totals_do_not_depend_on_how_many_groups_fit_on_its_page(
+    tools: Tools, spends: list[tuple[str, int, int]], limit: int
+) -> None:
+    start, end = _own_week()
+    for currency, units, day in spends:
+        tools.ok(
+            "create_expense",
+            amount=str(units),
+            currency=currency,
+            description="spend",
+            category="Food",
+            spent_on=(start + timedelta(days=day)).isoformat(),
+        )
+    expected: dict[str, tuple[int, int]] = {}
+    for currency, units, _ in spends:
+        total, count = expected.get(currency, (0, 0))
+        expected[currency] = (total + units, count + 1)
+    want = [
+        {"currency": currency, "total": f"{Decimal(total):.{DIGITS[currency]}f}", "count": count}
+        for currency, (total, count) in sorted(expected.items())
+    ]
+    span = {"start_date": start.isoformat(), "end_date": end.isoformat(), "group_by": "day"}
+    summary = tools.ok("summarize_spending", **span, limit=limit)
+    assert (summary["totals"], summary["count"]) == (want, len(spends))
+    while summary["next_cursor"] is not None:  # later pages repeat the same grand totals
+        summary = tools.ok("summarize_spending", **span, limit=limit, cursor=summary["next_cursor"])
+        assert summary["totals"] == want
+
+
 # --- precision beyond Decimal's 28 digits -----------------------------------------------------------------------------
 
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from mcp import Client
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
+
+from budget_mcp import service
+from budget_mcp.config import Settings
+from budget_mcp.db import make_engine, make_session_factory
 
 from helpers import ok, seed_categories
 
@@ -161,6 +168,40 @@ async def test_summarize_pages_groups_and_keeps_grand_totals_on_every_page(clien
             break
     assert pages == 3
     assert keys == list(reversed(names))
+
+
+async def test_a_summary_whose_groups_fit_on_one_page_reads_the_expenses_once(
+    client: Client, settings: Settings
+) -> None:
+    await seed_categories(client, "Food", "Rent")
+    await _spend(client, "12.30", "Food", "2026-08-02")
+    await _spend(client, "7", "Food", "2026-08-03", currency="EUR")
+    await _spend(client, "900", "Rent", "2026-08-01")
+    engine = make_engine(settings.url)
+    sent: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _record(_conn: Any, _cursor: Any, sql: str, *_rest: Any) -> None:
+        sent.append(sql)
+
+    caller = service.Caller(user="alice", default_currency="USD", timezone=ZoneInfo("UTC"))
+    try:
+        with make_session_factory(engine, read_only=True).begin() as session:
+            summary = service.summarize_spending(
+                session,
+                caller,
+                start=date(2026, 8, 1),
+                end=date(2026, 8, 31),
+                period=None,
+                group_by="category",
+                limit=100,
+                cursor=None,
+            )
+    finally:
+        engine.dispose()
+    assert sum("FROM expenses" in sql for sql in sent) == 1  # groups and grand totals in one pass
+    assert [(t.currency, t.total, t.count) for t in summary.totals] == [("EUR", "7.00", 1), ("USD", "912.30", 2)]
+    assert summary.count == 3
 
 
 async def test_summarize_an_empty_period_returns_zero_groups(client: Client) -> None:
