@@ -323,8 +323,9 @@ def _findings(results: Results) -> str:
             "pydantic, the SDK's dispatch), about 5 to 10 ms here, against SQL that takes 1 to 3 ms on a small "
             "dataset. The client-validation column is the Python SDK client's "
             "`jsonschema` check of the structured answer against the tool's output schema (in the client "
-            "process, roughly proportional to the answer's size): not the server's work, but a smaller, flatter "
-            "output schema would make it cheaper for every client.",
+            "process, roughly proportional to the answer's size): not the server's work, but budget-mcp publishes "
+            "flattened output schemas to keep it small (models used once written in place of their `$ref`, "
+            '"X or null" as one type list: a third less for a page of 50 expenses, same answers accepted).',
         ]
     largest = _largest_summaries(results)
     if largest:

@@ -4,21 +4,28 @@ and the code keeps its one direction of imports."""
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
 
 from budget_mcp.config import Settings
-from budget_mcp.server import TOOL_SOURCES, TOOLS_LIST_FILE, build_server, tools_list_key
+from budget_mcp.server import TOOL_SOURCES, TOOLS_LIST_FILE, build_server, flatten_output_schema, tools_list_key
 
-from helpers import DESTRUCTIVE_TOOLS, READ_TOOLS, TOOLS
+from helpers import DESTRUCTIVE_TOOLS, LUNCH, READ_TOOLS, TOOLS, ok
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +65,112 @@ async def test_every_tool_has_an_output_schema(sqlite_client: Client) -> None:
     for name, tool in (await _tools(sqlite_client)).items():
         schema = tool.output_schema  # type: ignore[attr-defined]
         assert schema and schema.get("type") == "object", name
+
+
+def _derived_output_schemas(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Each tool's output schema as the SDK derives it from the answer's model (before budget-mcp flattens it)."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'declared.sqlite3'}", _env_file=None)  # type: ignore[call-arg]
+    server = build_server(settings, shipped_tools_list=False)  # registers the tools; nothing connects
+    return {
+        tool.name: TypeAdapter(tool.fn_metadata.output_model).json_schema()
+        for tool in server._tool_manager.list_tools()
+        if tool.fn_metadata.output_model is not None
+    }
+
+
+def _verdict(schema: dict[str, Any], answer: object) -> bool:
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).is_valid(answer)
+
+
+def _paths(value: object, at: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every place in a JSON value (its own root excluded) where another value could go."""
+    found: list[tuple[str | int, ...]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, inner in items:
+        found += [(*at, key), *_paths(inner, (*at, key))]
+    return found
+
+
+def _replaced(value: Any, path: tuple[str | int, ...], new: object) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replaced(value[path[0]], path[1:], new)  # type: ignore[index]
+    return copy
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=4), inner, max_size=2),
+    max_leaves=4,
+)
+
+
+async def test_a_flattened_output_schema_accepts_and_refuses_exactly_what_the_models_schema_does(
+    sqlite_client: Client, tmp_path: Path
+) -> None:
+    client = sqlite_client
+    await ok(client, "create_category", name="Food")
+    first = await ok(client, "create_expense", **LUNCH)
+    await ok(client, "create_expense", **(LUNCH | {"merchant": None, "notes": None, "amount": "7", "currency": "EUR"}))
+    await ok(client, "set_budget", category="Food", amount="300", month="2026-03")
+    answers = {
+        "query_expenses_by_category": await ok(client, "query_expenses_by_category", category="Food"),
+        "summarize_spending": await ok(client, "summarize_spending", start_date="2026-03-01", end_date="2026-03-31"),
+        "budget_status": await ok(client, "budget_status", month="2026-03"),
+        "spending_trend": await ok(client, "spending_trend", end_month="2026-03", months=2),
+        "compare_periods": await ok(client, "compare_periods", start_date="2026-03-01", end_date="2026-03-31"),
+        "spending_dashboard": await ok(client, "spending_dashboard", month="2026-03"),
+        "list_changes": await ok(client, "list_changes", details=True),
+        "get_expense": await ok(client, "get_expense", expense_id=first["id"]),
+        "undo_change": await ok(
+            client, "undo_change", change_id=(await ok(client, "list_changes"))["changes"][0]["id"]
+        ),
+    }
+    derived = _derived_output_schemas(tmp_path)
+    flat = {tool: flatten_output_schema(copy.deepcopy(schema)) for tool, schema in derived.items()}
+
+    @hypothesis.settings(max_examples=300, deadline=None, database=None)
+    @given(data=st.data())
+    def agree(data: st.DataObject) -> None:
+        tool = data.draw(st.sampled_from(sorted(answers)), label="tool")
+        answer = answers[tool]
+        path = data.draw(st.sampled_from(_paths(answer)), label="where")
+        changed = _replaced(answer, path, data.draw(JSON_VALUES, label="new value"))
+        assert _verdict(flat[tool], changed) == _verdict(derived[tool], changed)
+
+    for tool, answer in answers.items():
+        Draft202012Validator.check_schema(flat[tool])
+        assert _verdict(flat[tool], answer) and _verdict(derived[tool], answer), tool
+    agree()
+    page = json.dumps(flat["query_expenses_by_category"])
+    assert "$ref" not in page and '["string", "null"]' in page  # the page's models inlined, "X or null" merged
+
+
+def test_flattening_inlines_models_used_once_and_merges_x_or_null_into_one_type() -> None:
+    schema = {
+        "$defs": {
+            "Row": {"properties": {"note": {"anyOf": [{"type": "string", "maxLength": 3}, {"type": "null"}]}}},
+            "Tag": {"enum": ["a", "b"], "type": "string"},
+        },
+        "properties": {
+            "row": {"$ref": "#/$defs/Row"},
+            "tags": {"items": {"$ref": "#/$defs/Tag"}, "type": "array"},
+            "tag": {"anyOf": [{"$ref": "#/$defs/Tag"}, {"type": "null"}], "default": None},
+            "kind": {"anyOf": [{"enum": ["x"], "type": "string"}, {"type": "null"}]},
+        },
+        "type": "object",
+    }
+    assert flatten_output_schema(schema) == {
+        "properties": {
+            "row": {"properties": {"note": {"type": ["string", "null"], "maxLength": 3}}},
+            "tags": {"items": {"$ref": "#/$defs/Tag"}, "type": "array"},  # used twice: kept once, referred to
+            "tag": {"anyOf": [{"$ref": "#/$defs/Tag"}, {"type": "null"}], "default": None},
+            "kind": {"anyOf": [{"enum": ["x"], "type": "string"}, {"type": "null"}]},  # an enum would refuse null
+        },
+        "type": "object",
+        "$defs": {"Tag": {"enum": ["a", "b"], "type": "string"}},
+    }
 
 
 async def test_input_schemas_carry_their_constraints(sqlite_client: Client) -> None:
