@@ -634,9 +634,11 @@ def result_fields(schema: Mapping[str, Any]) -> list[tuple[str, str]]:
     def target(node: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, str]:
         if "$ref" in node:
             return definitions[node["$ref"].rsplit("/", 1)[-1]], "."
-        if node.get("type") == "array" and isinstance(node.get("items"), dict):
+        if isinstance(node.get("items"), dict):  # a list (or a list or null)
             inner, _ = target(node["items"])
             return inner, "[]."
+        if "properties" in node:  # a model written in place (the server flattens output schemas)
+            return node, "."
         for option in node.get("anyOf", []):
             inner, separator = target(option)
             if inner is not None:
