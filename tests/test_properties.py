@@ -362,6 +362,17 @@ def _own_week() -> tuple[date, date]:
     return start, start + timedelta(days=6)
 
 
+def _spend(tools: Tools, amount: Decimal | int, currency: str, day: date) -> None:
+    tools.ok(
+        "create_expense",
+        amount=str(amount),
+        currency=currency,
+        description="spend",
+        category="Food",
+        spent_on=day.isoformat(),
+    )
+
+
 @PROPERTY
 @given(
     spends=st.lists(
@@ -375,13 +386,7 @@ def test_summarize_spending_totals_are_the_exact_decimal_sum_and_match_sql(
 ) -> None:
     start, end = _own_week()
     for (value, _), day in spends:
-        tools.ok(
-            "create_expense",
-            amount=str(value),
-            description="spend",
-            category="Food",
-            spent_on=(start + timedelta(days=day)).isoformat(),
-        )
+        _spend(tools, value, "USD", start + timedelta(days=day))
     exact = sum((value for (value, _), _ in spends), Decimal(0))
     summary = tools.ok(
         "summarize_spending", start_date=start.isoformat(), end_date=end.isoformat(), group_by="day", limit=7
@@ -413,14 +418,7 @@ def test_totals_are_exact_per_currency_and_never_mix_currencies(
 ) -> None:
     start, end = _own_week()
     for currency, (value, _) in spends:
-        tools.ok(
-            "create_expense",
-            amount=str(value),
-            currency=currency,
-            description="spend",
-            category="Food",
-            spent_on=start.isoformat(),
-        )
+        _spend(tools, value, currency, start)
     expected: dict[str, tuple[Decimal, int]] = {}
     for currency, (value, _) in spends:
         total, count = expected.get(currency, (Decimal(0), 0))
@@ -450,14 +448,7 @@ def test_a_summarys_totals_do_not_depend_on_how_many_groups_fit_on_its_page(
 ) -> None:
     start, end = _own_week()
     for currency, units, day in spends:
-        tools.ok(
-            "create_expense",
-            amount=str(units),
-            currency=currency,
-            description="spend",
-            category="Food",
-            spent_on=(start + timedelta(days=day)).isoformat(),
-        )
+        _spend(tools, units, currency, start + timedelta(days=day))
     expected: dict[str, tuple[int, int]] = {}
     for currency, units, _ in spends:
         total, count = expected.get(currency, (0, 0))
