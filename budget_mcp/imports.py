@@ -60,6 +60,7 @@ from .service import (
     period_used,
     receipt,
     require_category,
+    require_own_category,
     totals,
 )
 
@@ -541,8 +542,7 @@ def add_category_rule(
 ) -> CategoryRuleChange:
     """File imported rows whose merchant or description contains ``pattern`` under ``category``; a rule for
     the same pattern (any case) is pointed at the new category."""
-    user_id = repo.ensure_user(session, caller.user)
-    target = require_category(session, user_id, category)
+    user_id, target = require_own_category(session, caller, category)
     key = category_key(pattern)
     rule = repo.find_rule(session, user_id, key)
     if rule is None:

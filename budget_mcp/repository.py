@@ -208,18 +208,16 @@ def spending_groups(
     rows = session.execute(stmt.offset(offset).limit(limit)).all()
     groups = [GroupSum(row[0], row[1], row[2], int(row[3])) for row in rows]
     if rows:
-        complete = offset == 0 and rows[0][4] <= len(rows)
-        per_currency = {row[1]: CurrencySum(row[1], int(row[5]), int(row[6])) for row in rows} if complete else None
-        return GroupPage(groups, rows[0][4], sorted(per_currency.values(), key=_by_code) if per_currency else None)
+        sums = None
+        if offset == 0 and rows[0][4] <= len(rows):  # every group is on this page, so every currency is
+            by_code = {row[1]: CurrencySum(row[1], int(row[5]), int(row[6])) for row in rows}
+            sums = [by_code[code] for code in sorted(by_code)]
+        return GroupPage(groups, rows[0][4], sums)
     if offset == 0:
         return GroupPage(groups, 0, [])  # nothing was spent in the period
     # The page lies past the end (data changed between pages): count the rows on their own.
     counted = select(func.count()).select_from(_grouped_sums(user_id, start, end, group_by).subquery())
     return GroupPage(groups, session.scalar(counted) or 0, None)
-
-
-def _by_code(total: CurrencySum) -> str:
-    return total.currency
 
 
 # --- budgets ------------------------------------------------------------------------------------------

@@ -613,8 +613,7 @@ def set_budget(
     span = _months(caller, month, through_month, ongoing)
     currency = currency or caller.default_currency
     amount_minor = to_minor_units(amount, currency)
-    user_id = repo.ensure_user(session, caller.user)
-    found = require_category(session, user_id, category)
+    user_id, found = require_own_category(session, caller, category)
     replaced, items = _carve(session, found, span)
     budget = Budget(
         user_id=user_id, category_id=found.id, amount_minor=amount_minor, currency=currency, rollover=rollover
