@@ -542,7 +542,8 @@ def add_category_rule(
 ) -> CategoryRuleChange:
     """File imported rows whose merchant or description contains ``pattern`` under ``category``; a rule for
     the same pattern (any case) is pointed at the new category."""
-    user_id, target = require_own_category(session, caller, category)
+    target = require_own_category(session, caller, category)
+    user_id = target.user_id
     key = category_key(pattern)
     rule = repo.find_rule(session, user_id, key)
     if rule is None:

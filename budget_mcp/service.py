@@ -137,14 +137,13 @@ def list_categories(session: Session, caller: Caller, *, limit: int, cursor: str
     )
 
 
-def require_own_category(session: Session, caller: Caller, name: str) -> tuple[int, Category]:
-    """The caller's user id (the user is created on the first write) and category called ``name``, as
-    :func:`require_category` finds it; one query when both exist, the usual case of every write."""
+def require_own_category(session: Session, caller: Caller, name: str) -> Category:
+    """The caller's category called ``name`` (any case), in one query with the user joined in; if there is
+    none, NotFound from :func:`require_category`, naming the closest existing ones."""
     category = repo.find_users_category(session, caller.user, category_key(name))
     if category is not None:
-        return category.user_id, category
-    user_id = repo.ensure_user(session, caller.user)
-    return user_id, require_category(session, user_id, name)
+        return category
+    return require_category(session, repo.find_user_id(session, caller.user), name)
 
 
 def require_category(session: Session, user_id: int | None, name: str) -> Category:
@@ -188,7 +187,8 @@ def create_expense(session: Session, caller: Caller, new: NewExpense, idempotenc
     the database's unique key decides, so retries racing each other still store exactly one row."""
     currency = new.currency or caller.default_currency
     amount_minor = to_minor_units(new.amount, currency)
-    user_id, category = require_own_category(session, caller, new.category)
+    category = require_own_category(session, caller, new.category)
+    user_id = category.user_id
     expense = Expense(
         user_id=user_id,
         category_id=category.id,
@@ -344,8 +344,7 @@ def recategorize_expenses(
 ) -> Recategorized:
     """Move many expenses into one category: all of them, or (one id unknown) none."""
     ids = list(dict.fromkeys(expense_ids))
-    user_id = repo.find_user_id(session, caller.user)
-    target = require_category(session, user_id, category)
+    target = require_own_category(session, caller, category)
     rows = {e.id: e for e in repo.expenses_by_ids(session, target.user_id, ids)}
     missing = [i for i in ids if i not in rows]
     if missing:
@@ -384,8 +383,7 @@ def recategorize_expenses(
 
 
 def rename_category(session: Session, caller: Caller, name: str, new_name: str) -> CategoryRenamed:
-    user_id = repo.find_user_id(session, caller.user)
-    category = require_category(session, user_id, name)
+    category = require_own_category(session, caller, name)
     key = category_key(new_name)
     other = repo.find_category(session, category.user_id, key)
     if other is not None and other.id != category.id:
@@ -613,7 +611,8 @@ def set_budget(
     span = _months(caller, month, through_month, ongoing)
     currency = currency or caller.default_currency
     amount_minor = to_minor_units(amount, currency)
-    user_id, found = require_own_category(session, caller, category)
+    found = require_own_category(session, caller, category)
+    user_id = found.user_id
     replaced, items = _carve(session, found, span)
     budget = Budget(
         user_id=user_id, category_id=found.id, amount_minor=amount_minor, currency=currency, rollover=rollover
@@ -653,8 +652,7 @@ def delete_budget(
     dry_run: bool,
 ) -> BudgetChange:
     span = _months(caller, month, through_month, ongoing)
-    user_id = repo.find_user_id(session, caller.user)
-    found = require_category(session, user_id, category)
+    found = require_own_category(session, caller, category)
     replaced, items = _carve(session, found, span)
     first = str(Month.from_index(span[0]))
     last = str(Month.from_index(span[1])) if span[1] is not None else None
@@ -761,8 +759,7 @@ def query_expenses_by_category(
     cursor: str | None,
 ) -> ExpensePage:
     days = caller.range(start, end, period)
-    user_id = repo.find_user_id(session, caller.user)
-    found = require_category(session, user_id, category)
+    found = require_own_category(session, caller, category)
     kind = "expenses:" + fingerprint(found.id, days.start, days.end)
     position = expenses_position(cursor, kind) if cursor else None
     where = repo.SearchFilter(category_id=found.id, start=days.start, end=days.end)
