@@ -705,7 +705,7 @@ def flatten_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The same output schema, cheaper for a client to check each answer against (the Python SDK's check of
     a page of 50 expenses takes about a third less): a model used once is written where its ``$ref`` was,
     and "X or null" becomes X with the type list [X's type, "null"]. It accepts exactly the answers the
-    original accepts (tests/test_contract.py holds that with generated answers)."""
+    original accepts (tests/test_contract.py holds that with generated changes of real answers)."""
     defs: dict[str, Any] = schema.get("$defs", {})
     uses: dict[str, int] = {}
     _count_refs(schema, uses)
