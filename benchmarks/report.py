@@ -311,9 +311,9 @@ def _findings(results: Results) -> str:
             + " Where the time goes (section 2): "
             + "; ".join(parts)
             + ". The ORM/service share is the product's. `create_expense` runs one lookup (the user's category, "
-            "the user joined in), the INSERT (with an idempotency key inside a SAVEPOINT, so that a key used "
-            "before fails only that INSERT and the first expense is looked up then) and two audit INSERTs (the "
-            "change and a JSON snapshot of the row), each through the ORM's unit of work, then builds the "
+            "the user joined in), the INSERT (`ON CONFLICT DO NOTHING` on the idempotency key, so that a key used "
+            "before inserts nothing and only then is the first expense looked up) and two audit INSERTs (the "
+            "change and a JSON snapshot of the row, through the ORM's unit of work), then builds the "
             "answer's pydantic model. `query_expenses_by_category` reads its page as plain rows (the category's name "
             "joined in, no ORM objects), builds a pydantic `Expense` per row, then counts and sums the category. "
             "`summarize_spending` groups the period in one query that also gives the grand totals per currency "
@@ -444,7 +444,7 @@ def _method(results: Results) -> str:
   repeat (with fewer than 100 samples p99 is the largest); the tables show their median over the repeats.
 - **Raw SQL.** The exact statements the tool's own code sends for that call (captured once from
   `budget_mcp.service` running in `run_in_transaction` on the product's engine: the transaction's `BEGIN
-  IMMEDIATE` or `SET LOCAL statement_timeout`, every `SELECT`, `INSERT` and `SAVEPOINT`), replayed with the same
+  IMMEDIATE` or `SET LOCAL statement_timeout`, every `SELECT` and `INSERT`), replayed with the same
   parameters through SQLAlchemy Core (`Connection.exec_driver_sql`, a plain pooled engine, every row fetched,
   then `COMMIT`) on the same database. A replayed write gets fresh unique keys, so it inserts like the tool.
   This is the database work the call cannot avoid; what the tool adds on top of it and of the protocol floor
@@ -615,6 +615,15 @@ def _decomposition(results: Results) -> str:
             f"{1000 * (part['service'] - part['raw']):+.2f} | {1000 * (in_memory - part['service']):+.2f} | "
             f"{1000 * (stdio - in_memory):+.2f} | {1000 * stdio:.2f} | {1000 * part['validation']:.2f} |"
         )
+    trips = {tool: sent for (backend, tool), sent in results.round_trips.items() if backend != "sqlite"}
+    if trips:
+        lines += [
+            "",
+            "Round trips to PostgreSQL per call (each one waits for the network: tens of milliseconds to a remote "
+            "Neon, where they, not the milliseconds above, decide how fast a tool answers): "
+            + "; ".join(f"`{tool}` {len(sent)} ({', '.join(sent)})" for tool, sent in trips.items())
+            + ". No ping precedes them (a dead pooled connection is caught by the call's retry instead).",
+        ]
     return "\n".join(lines) + "\n"
 
 

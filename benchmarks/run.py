@@ -234,6 +234,7 @@ class Results:
     latency: dict[tuple[str, int, str], list[Samples]] = field(default_factory=lambda: defaultdict(list))
     explain: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     decomposition: dict[tuple[str, int, str], dict[str, float]] = field(default_factory=dict)
+    round_trips: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # what one call sends, in order
     entry_order: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     entry_order_plans: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     memory: dict[str, list[MemoryRun]] = field(default_factory=lambda: defaultdict(list))
@@ -366,6 +367,16 @@ def capture_calls(database: Database) -> dict[str, CapturedCall]:
         tool: dataset.capture(database, tool, use_case(tool, key), key if tool == "create_expense" else None)
         for tool in TOOLS
     }
+
+
+def round_trips(backend: str, call: CapturedCall) -> list[str]:
+    """What one call sends to the database, one round trip each, as the first words of each statement: the
+    captured statements, the COMMIT, and on PostgreSQL the BEGIN psycopg2 sends before the first of them."""
+    verbs = [
+        " ".join(statement.sql.split()[: 2 if statement.sql.startswith(("SET", "BEGIN")) else 1])
+        for statement in call.statements
+    ]
+    return (["BEGIN"] if backend != "sqlite" else []) + verbs + ["COMMIT"]
 
 
 def arguments(tool: str) -> dict[str, Any]:
@@ -505,6 +516,7 @@ async def latency_section(run: Run, floor: Client, backend: str, size: int) -> N
     log(f"{database.label} {size:,}: seeded in {results.seeding[(backend, size)]:.1f} s")
     calls = capture_calls(database)
     for tool, call in calls.items():
+        results.round_trips[(backend, tool)] = round_trips(backend, call)
         problem = answer_problem(tool, service_answer(call), database)
         results.check(
             f"{database.label} {size:,}: the captured {tool} answers correctly", problem is None, problem or ""

@@ -120,10 +120,10 @@ def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
     """An engine with the pool and connection settings that suit the kind of database ``url`` names.
 
     PostgreSQL, direct or pooled, gets the same discipline, so code tested on one runs on the other:
-    a small QueuePool checked before each use (``pool_pre_ping``) and recycled under Neon's five-minute
-    idle suspend, short connect and pool timeouts, TCP keepalives and an ``application_name``; no
-    ``options`` startup parameter (PgBouncer refuses it) and no session state at all: the statement
-    timeout is ``SET LOCAL`` inside each transaction.
+    a small QueuePool recycled under Neon's five-minute idle suspend and not pinged before each use (a
+    dead connection is caught by the call's retry instead), short connect and pool timeouts, TCP keepalives
+    and an ``application_name``; no ``options`` startup parameter (PgBouncer refuses it) and no session
+    state at all: the statement timeout is ``SET LOCAL`` inside each transaction.
     """
     options = options or EngineOptions()
     if url.get_backend_name() == "sqlite":
@@ -134,7 +134,11 @@ def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
         pool_size=options.pool_size,
         max_overflow=options.max_connections - options.pool_size,
         pool_timeout=10,
-        pool_pre_ping=True,
+        # No ping before each use: it costs a round trip on every call (tens of ms to a remote Neon). A connection
+        # that died while idle fails at its first statement, before anything was written, and the pool then
+        # replaces every connection older than the failure: transactions.run_in_transaction runs the call
+        # again on a fresh one, as it must anyway for a connection that dies mid-transaction.
+        pool_pre_ping=False,
         pool_recycle=240,  # under Neon's five-minute idle suspend
         pool_use_lifo=True,  # idle connections beyond what the load needs age out instead of being kept warm
         connect_args=_postgresql_connect_args(options),

@@ -8,6 +8,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, and_, case, func, insert, literal, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,6 +109,20 @@ def categories_with_counts(
 
 def get_expense(session: Session, user_id: int, expense_id: int) -> Expense | None:
     return session.scalar(select(Expense).where(Expense.user_id == user_id, Expense.id == expense_id))
+
+
+def add_expense(session: Session, **values: Any) -> Expense | None:
+    """Insert an expense and return it, or None when the user's ``idempotency_key`` in ``values`` is taken:
+    then the INSERT does nothing (ON CONFLICT DO NOTHING), so a repeated key costs no failed statement and
+    no savepoint, and concurrent repeats still store exactly one row (the unique key decides)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(Expense)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[Expense.user_id, Expense.idempotency_key])
+        .returning(Expense)
+    )
+    return session.scalars(stmt).one_or_none()
 
 
 def expense_by_idempotency_key(session: Session, user_id: int, key: str) -> Expense | None:

@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import audit
@@ -189,7 +188,8 @@ def create_expense(session: Session, caller: Caller, new: NewExpense, idempotenc
     amount_minor = to_minor_units(new.amount, currency)
     category = require_own_category(session, caller, new.category)
     user_id = category.user_id
-    expense = Expense(
+    expense = repo.add_expense(
+        session,
         user_id=user_id,
         category_id=category.id,
         amount_minor=amount_minor,
@@ -200,21 +200,12 @@ def create_expense(session: Session, caller: Caller, new: NewExpense, idempotenc
         notes=new.notes,
         idempotency_key=idempotency_key,
     )
-    if idempotency_key is None:
-        session.add(expense)
-        session.flush()
-    else:
-        # Insert first, look up only if the key is taken: a new key (the usual case) costs no lookup. The
-        # savepoint confines the failure of a repeated key to this insert, whether the first call with it
-        # committed long ago (a retry) or just now (a race), so exactly one row is ever stored.
-        try:
-            with session.begin_nested():
-                session.add(expense)
-        except IntegrityError:
-            first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
-            if first is None:
-                raise
-            return _replay(first, new, currency, amount_minor, category, idempotency_key)
+    if expense is None:  # the key was used before, by a retry of this call or by another call
+        assert idempotency_key is not None
+        first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
+        if first is None:  # pragma: no cover - the key's row was deleted between the two statements
+            raise Conflict(f"idempotency_key {idempotency_key!r} is in use by a change in progress; try again")
+        return _replay(first, new, currency, amount_minor, category, idempotency_key)
     audit.record(
         session,
         user_id,

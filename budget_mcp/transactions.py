@@ -34,6 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 from . import audit
 from .config import Settings
@@ -142,11 +143,27 @@ class _Stopping(stop_base):
         return self._stopping.is_set()
 
 
+class _AtOnceForADeadConnection(wait_base):
+    """No wait before the first retry of a call whose pooled connection turned out dead (the server closed it
+    while it was idle): the pool has already dropped it and every older one, and a new connection is the cure.
+    Any other failure, and any later one, backs off as ``then`` says."""
+
+    def __init__(self, then: wait_base) -> None:
+        self._then = then
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        if retry_state.attempt_number == 1 and isinstance(error, DBAPIError) and error.connection_invalidated:
+            return 0.0
+        return self._then(retry_state)
+
+
 def _retrying(policy: RetryPolicy) -> Retrying:
+    backoff = wait_exponential_jitter(multiplier=policy.first_delay, max=policy.max_delay, jitter=policy.first_delay)
     return Retrying(
         stop=stop_any(stop_after_delay(policy.wait), _Stopping(policy.stopping)),
         sleep=policy.stopping.wait,  # type: ignore[arg-type]  # returns early, with a bool, when stopping
-        wait=wait_exponential_jitter(multiplier=policy.first_delay, max=policy.max_delay, jitter=policy.first_delay),
+        wait=_AtOnceForADeadConnection(backoff),
         retry=retry_if_exception(is_transient),
         before_sleep=_log_retry,
         reraise=True,

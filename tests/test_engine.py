@@ -4,6 +4,7 @@ does when the database fails under it."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +76,7 @@ def test_migrations_on_a_direct_url_use_that_url() -> None:
     assert settings.migration_url == settings.url
 
 
-def test_a_pooled_engine_checks_recycles_and_bounds_its_connections_without_startup_options() -> None:
+def test_a_pooled_engine_recycles_and_bounds_its_connections_without_pings_or_startup_options() -> None:
     settings = load(
         database_url="postgresql://a:b@ep-cool-123-pooler.eu-central-1.aws.neon.tech/db?sslmode=require",
         pool_size=7,
@@ -84,7 +85,7 @@ def test_a_pooled_engine_checks_recycles_and_bounds_its_connections_without_star
     try:
         pool: Any = engine.pool
         assert pool.size() == 7
-        assert pool._pre_ping is True
+        assert pool._pre_ping is False  # a round trip per call; test_faults shows the retry covers dead ones
         assert 0 < pool._recycle < 300  # under Neon's five-minute idle suspend
         assert pool._timeout <= 10
         connect_args = engine.dialect.create_connect_args(engine.url)[1]
@@ -254,6 +255,24 @@ async def test_a_call_after_every_backend_was_terminated_succeeds(
             assert connection.execute(select(func.count()).select_from(Expense)).scalar() == 2
     finally:
         engine.dispose()
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_at_once_and_the_call_succeeds(
+    postgres: PostgresInstance, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(postgres_url)
+    migrate(settings)
+    engine = make_engine(settings.url)  # no ping before use: the dead connection is met by the call itself
+    factory = make_session_factory(engine)
+    try:
+        first = run_in_transaction(factory, _user)
+        postgres.terminate_backends()  # the pooled connection is dead now
+        with caplog.at_level(logging.WARNING, logger="budget_mcp.transactions"):
+            assert run_in_transaction(factory, _user) == first
+    finally:
+        engine.dispose()
+    retries = [record.getMessage() for record in caplog.records if "retry" in record.getMessage()]
+    assert len(retries) == 1 and retries[0].endswith("retry 1 in 0.00 s")  # no backoff for a dead connection
 
 
 def test_a_database_that_cannot_be_reached_gives_a_clear_error_after_a_bounded_wait(tmp_path: Path) -> None:

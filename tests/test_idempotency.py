@@ -164,28 +164,38 @@ async def test_concurrent_retries_with_one_key_store_one_expense_and_all_get_it(
     assert (fetched["amount"], fetched["description"], fetched["merchant"]) == ("12.30", "Lunch", "Deli")
 
 
-async def test_an_expense_with_a_new_key_reads_only_its_category_before_it_is_stored(
+async def test_a_new_key_costs_one_read_and_a_repeated_one_no_failed_statement_or_savepoint(
     client: Client, settings: Settings, db: Engine
 ) -> None:
     await seed_categories(client, "Food")
     engine = make_engine(settings.url)
     sent: list[str] = []
+    failed: list[str] = []
 
     @event.listens_for(engine, "before_cursor_execute")
     def _record(_conn: Any, _cursor: Any, sql: str, *_rest: Any) -> None:
         sent.append(sql.split()[0].upper())
 
+    @event.listens_for(engine, "handle_error")
+    def _failed(context: Any) -> None:
+        failed.append(str(context.original_exception))
+
     caller = service.Caller(user="alice", default_currency="USD", timezone=ZoneInfo("UTC"))
-    new = NewExpense(**LUNCH)
+    calls: list[list[str]] = []
     try:
-        with make_session_factory(engine).begin() as session:
-            stored = service.create_expense(session, caller, new, KEY)
+        for _ in range(2):
+            sent.clear()
+            with make_session_factory(engine).begin() as session:
+                answer = service.create_expense(session, caller, NewExpense(**LUNCH), KEY)
+            calls.append([verb for verb in sent if verb not in ("BEGIN", "SET")])
     finally:
         engine.dispose()
-    assert sent.count("SELECT") == 1  # the user's category, the user joined in; no search for the key
-    assert stored_with_key(db) == [(stored.id, "alice")]
-    again = await ok(client, "create_expense", **LUNCH, idempotency_key=KEY)  # the key's second use finds it
-    assert again["id"] == stored.id
+    first, repeat = calls
+    assert first.count("SELECT") == 1  # the user's category, the user joined in; no search for the key
+    assert repeat[:2] == ["SELECT", "INSERT"] and repeat.count("SELECT") == 2  # the insert did nothing: find it
+    assert "SAVEPOINT" not in first + repeat and not failed  # ON CONFLICT DO NOTHING: no error to recover from
+    assert stored_with_key(db) == [(answer.id, "alice")]
+    assert logged_creations(db) == 1
 
 
 async def test_concurrent_retries_through_the_protocol_store_one_expense(client: Client, db: Engine) -> None:
