@@ -141,6 +141,32 @@ def previous_range(current: DateRange) -> DateRange:
     return DateRange(start - timedelta(days=length), start - timedelta(days=1))
 
 
+RUNNING_PERIODS = ("this_month", "this_year", "year_to_date")
+"""Named periods that can still be under way today: compared so far, not whole (see ``comparison``)."""
+
+
+def comparison(current: DateRange, today: date) -> tuple[DateRange, DateRange]:
+    """The two ranges a comparison with no baseline of its own sets side by side.
+
+    A named period still under way today (this_month, this_year, year_to_date) is compared so far: from its
+    first day to today, against the same days of the month or year before (the 31st falls back to the last
+    day of a shorter month), so that half a month is never set beside a whole one. On the period's last day
+    it is whole, and so is the one before. Any other range is compared with the period just before it.
+    """
+    start, end = current.start, current.end
+    running = current.period in RUNNING_PERIODS and start is not None and end is not None and start <= today <= end
+    if not running:
+        return current, previous_range(current)
+    this = Month.of(today)
+    month_before = this.plus(-1) if current.period == "this_month" else Month(today.year - 1, today.month)
+    if today == this.last_day:
+        last = month_before.last_day
+    else:
+        last = date(month_before.year, month_before.month, min(today.day, month_before.days))
+    first = month_before.first_day if current.period == "this_month" else date(today.year - 1, 1, 1)
+    return DateRange(start, today, current.period), DateRange(first, last)
+
+
 # --- ranges of months (budgets) -------------------------------------------------------------------------
 
 MonthSpan = tuple[int, int | None]  # first and last month index, inclusive; None: open-ended

@@ -15,7 +15,7 @@ from . import repository as repo
 from .errors import InvalidInput
 from .models import Budget
 from .money import format_amount, minor_digits, normalize_currency
-from .periods import DateRange, Month, previous_range
+from .periods import DateRange, Month, comparison
 from .schemas import (
     MAX_TREND_MONTHS,
     BudgetLine,
@@ -271,7 +271,7 @@ def compare_periods(
         if then.start is None or then.end is None:
             raise InvalidInput("the baseline needs both baseline_start_date and baseline_end_date, or baseline_period")
     else:
-        then = previous_range(now)
+        now, then = comparison(now, caller.today())
     kind = f"compare:{now.start}:{now.end}:{then.start}:{then.end}"
     offset = offset_position(cursor, kind) if cursor else 0
     user_id = repo.find_user_id(session, caller.user)
@@ -280,7 +280,7 @@ def compare_periods(
     sums_now: list[repo.CurrencySum] = []
     sums_then: list[repo.CurrencySum] = []
     if user_id is not None:
-        assert then.start is not None and then.end is not None
+        assert now.start is not None and now.end is not None and then.start is not None and then.end is not None
         rows, count = repo.compare_by_category(
             session, user_id, (now.start, now.end), (then.start, then.end), offset=offset, limit=limit
         )

@@ -1069,7 +1069,10 @@ def _register_read_tools(server: MCPServer[AppState]) -> None:
         cursor: Cursor | None = None,
     ) -> PeriodComparison:
         """Spending per category in a period (default this_month) next to a baseline (default: the period
-        just before, e.g. last month), with the absolute and relative change, largest change first.
+        just before, e.g. last month), with the absolute and relative change, largest change first. Without a
+        baseline, a period still under way (this_month, this_year, year_to_date) is compared so far: its
+        first day to today against the same days of the month or year before, never half a month against a
+        whole one. Both answers' dates say exactly which days were compared.
         """
         return _read(
             ctx,

@@ -15,6 +15,7 @@ from budget_mcp.periods import (
     DateRange,
     Month,
     MonthSpan,
+    comparison,
     named_period,
     overlap,
     previous_range,
@@ -183,6 +184,56 @@ def test_the_period_before_always_ends_the_day_before_and_never_overlaps(start: 
 def test_the_period_before_an_open_range_is_refused(current: DateRange) -> None:
     with pytest.raises(InvalidInput, match="start_date and end_date"):
         previous_range(current)
+
+
+@pytest.mark.parametrize(
+    ("period", "today", "current", "baseline"),
+    [
+        ("this_month", "2026-03-15", ("2026-03-01", "2026-03-15"), ("2026-02-01", "2026-02-15")),
+        ("this_month", "2026-03-01", ("2026-03-01", "2026-03-01"), ("2026-02-01", "2026-02-01")),
+        ("this_month", "2026-03-30", ("2026-03-01", "2026-03-30"), ("2026-02-01", "2026-02-28")),  # Feb is short
+        ("this_month", "2026-03-31", ("2026-03-01", "2026-03-31"), ("2026-02-01", "2026-02-28")),  # whole months
+        ("this_month", "2026-02-28", ("2026-02-01", "2026-02-28"), ("2026-01-01", "2026-01-31")),  # whole months
+        ("this_month", "2026-01-10", ("2026-01-01", "2026-01-10"), ("2025-12-01", "2025-12-10")),
+        ("this_year", "2026-03-15", ("2026-01-01", "2026-03-15"), ("2025-01-01", "2025-03-15")),
+        ("year_to_date", "2026-03-15", ("2026-01-01", "2026-03-15"), ("2025-01-01", "2025-03-15")),
+        ("year_to_date", "2028-02-29", ("2028-01-01", "2028-02-29"), ("2027-01-01", "2027-02-28")),  # leap day
+        ("year_to_date", "2029-02-28", ("2029-01-01", "2029-02-28"), ("2028-01-01", "2028-02-29")),
+        ("this_year", "2026-12-31", ("2026-01-01", "2026-12-31"), ("2025-01-01", "2025-12-31")),
+        # periods that are over, or not calendar periods, are compared whole with the period before
+        ("last_month", "2026-03-15", ("2026-02-01", "2026-02-28"), ("2026-01-01", "2026-01-31")),
+        ("last_year", "2026-03-15", ("2025-01-01", "2025-12-31"), ("2024-01-01", "2024-12-31")),
+        ("last_7_days", "2026-03-15", ("2026-03-09", "2026-03-15"), ("2026-03-02", "2026-03-08")),
+    ],
+)
+def test_a_comparison_sets_a_period_under_way_so_far_beside_the_same_days_before_it(
+    period: str, today: str, current: tuple[str, str], baseline: tuple[str, str]
+) -> None:
+    now, then = comparison(named_period(period, D(today)), D(today))
+    assert (now.start, now.end, now.period) == (D(current[0]), D(current[1]), period)
+    assert (then.start, then.end) == (D(baseline[0]), D(baseline[1]))
+
+
+def test_a_comparison_of_explicit_dates_takes_them_as_given_even_when_they_run_past_today() -> None:
+    march = DateRange(D("2026-03-01"), D("2026-03-31"))
+    assert comparison(march, D("2026-03-15")) == (march, DateRange(D("2026-02-01"), D("2026-02-28")))
+
+
+@given(today=st.dates(date(1950, 1, 1), date(2900, 12, 31)), period=st.sampled_from(["this_month", "this_year"]))
+def test_a_period_under_way_is_compared_up_to_today_with_days_of_the_period_before_only(
+    today: date, period: str
+) -> None:
+    now, then = comparison(named_period(period, today), today)
+    assert now.start is not None and then.start is not None and then.end is not None
+    assert now.end == today and then.start <= then.end < now.start
+    before = named_period("last_month" if period == "this_month" else "last_year", today)
+    assert before.start == then.start and before.end is not None and then.end <= before.end
+    # the same days: up to the same day of the month (the last one when today is a month's last day, or
+    # when the month before is shorter), in the month before or the same month of the year before
+    month_before = Month.of(then.end)
+    assert month_before == (Month.of(today).plus(-1) if period == "this_month" else Month(today.year - 1, today.month))
+    last_day = today.day == Month.of(today).days or today.day >= month_before.days
+    assert then.end.day == (month_before.days if last_day else today.day)
 
 
 # --- months -------------------------------------------------------------------------------------------------

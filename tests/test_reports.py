@@ -11,6 +11,7 @@ from mcp import Client
 from sqlalchemy import Engine
 
 from budget_mcp.config import Settings
+from budget_mcp.periods import RUNNING_PERIODS
 
 from conftest import make_settings
 from helpers import client_at, fails, ok, seed_categories, snapshot
@@ -65,6 +66,13 @@ def _used(start: str | None, end: str | None, period: str | None = None) -> dict
     return {"start_date": start, "end_date": end, "period": period}
 
 
+def _seen_by(tool: str, name: str, start: str, end: str, today: str) -> tuple[str, str]:
+    """The days a tool reports for a named period: compare_periods compares a period under way so far."""
+    if tool == "compare_periods" and name in RUNNING_PERIODS and start <= today <= end:
+        return start, today
+    return start, end
+
+
 # --- named periods --------------------------------------------------------------------------------------
 
 
@@ -76,7 +84,8 @@ async def test_every_named_period_states_its_exact_dates_and_counts_the_days_at_
         await seed_categories(client, "Food")
         for day in EDGE_DAYS:
             await _spend(client, "1", "Food", day)
-        for name, (start, end) in PERIODS.items():
+        for name, whole in PERIODS.items():
+            start, end = _seen_by(tool, name, *whole, today=NOW[:10])
             used, counted = await _window(client, tool, period=name)
             assert used == _used(start, end, name)
             assert counted == sum(start <= day <= end for day in EDGE_DAYS), name
@@ -85,12 +94,14 @@ async def test_every_named_period_states_its_exact_dates_and_counts_the_days_at_
 
 
 THIS_MONTH = (_used("2026-03-01", "2026-03-31", "this_month"), 2)
+SO_FAR = (_used("2026-03-01", "2026-03-15", "this_month"), 1)
 
 
 @pytest.mark.parametrize(
     ("tool", "expected"),
     [
-        *[(tool, THIS_MONTH) for tool in ("summarize_spending", "top_expenses", "compare_periods")],
+        *[(tool, THIS_MONTH) for tool in ("summarize_spending", "top_expenses")],
+        ("compare_periods", SO_FAR),
         *[(tool, (_used(None, None), 4)) for tool in ("query_expenses_by_category", "search_expenses")],
     ],
 )
@@ -132,7 +143,8 @@ async def test_named_periods_count_from_today_in_the_users_time_zone_not_utc(
         recorded = await ok(client, "create_expense", amount="1", description="today", category="Food")
         assert recorded["spent_on"] == today
         await _spend(client, "1", "Food", utc_day)
-        for name, start, end in periods:
+        for name, whole_start, whole_end in periods:
+            start, end = _seen_by(tool, name, whole_start, whole_end, today)
             assert await _window(client, tool, period=name) == (_used(start, end, name), 1)
 
 
@@ -244,21 +256,24 @@ async def test_trend_without_spending_is_one_series_of_zeros_in_the_default_curr
 # --- compare_periods --------------------------------------------------------------------------------------
 
 
-async def test_compare_puts_this_month_beside_last_month_largest_change_first(settings: Settings) -> None:
-    async with client_at(settings, NOW) as client:
+async def test_compare_puts_this_month_so_far_beside_the_same_days_of_last_month_largest_change_first(
+    settings: Settings,
+) -> None:
+    async with client_at(settings, NOW) as client:  # the 15th
         await seed_categories(client, "Food", "Rent", "Fun", "Travel", "Gifts")
         for amount, category, day in [
-            ("100", "Food", "2026-02-01"), ("150", "Food", "2026-03-31"),
-            ("1000", "Rent", "2026-02-28"), ("1000", "Rent", "2026-03-01"),
+            ("100", "Food", "2026-02-01"), ("150", "Food", "2026-03-15"),
+            ("1000", "Rent", "2026-02-01"), ("1000", "Rent", "2026-03-01"),
             ("20", "Fun", "2026-03-15"),
             ("30", "Travel", "2026-02-10"),
             ("30", "Gifts", "2026-02-11"), ("20", "Gifts", "2026-03-11"),
-            ("999", "Fun", "2026-01-31"), ("999", "Food", "2026-04-01"),  # outside both periods
+            ("999", "Fun", "2026-01-31"), ("999", "Food", "2026-04-01"),  # outside both months
+            ("500", "Rent", "2026-02-16"), ("500", "Food", "2026-03-31"),  # later in the month than today
         ]:  # fmt: skip
             await _spend(client, amount, category, day)
         result = await ok(client, "compare_periods")
-    assert result["current"] == _used("2026-03-01", "2026-03-31", "this_month")
-    assert (result["baseline"]["start_date"], result["baseline"]["end_date"]) == ("2026-02-01", "2026-02-28")
+    assert result["current"] == _used("2026-03-01", "2026-03-15", "this_month")
+    assert (result["baseline"]["start_date"], result["baseline"]["end_date"]) == ("2026-02-01", "2026-02-15")
     assert [(r["category"], r["baseline"], r["current"], r["change"], r["change_percent"]) for r in result["rows"]] == [
         ("Food", "100.00", "150.00", "50.00", "50.00"),
         ("Travel", "30.00", "0.00", "-30.00", "-100.00"),
@@ -295,7 +310,8 @@ COMPARED_DAYS = ("2025-03-01", "2025-03-31", "2025-12-31", "2026-03-08", "2026-0
 @pytest.mark.parametrize(
     ("args", "current", "baseline"),
     [
-        ({"period": "this_year"}, _used("2026-01-01", "2026-12-31", "this_year"), ("2025-01-01", "2025-12-31")),
+        ({"period": "this_year"}, _used("2026-01-01", "2026-03-15", "this_year"), ("2025-01-01", "2025-03-15")),
+        ({"period": "last_year"}, _used("2025-01-01", "2025-12-31", "last_year"), ("2024-01-01", "2024-12-31")),
         ({"period": "last_7_days"}, _used("2026-03-09", "2026-03-15", "last_7_days"), ("2026-03-02", "2026-03-08")),
         (
             {"start_date": "2026-03-01", "end_date": "2026-03-15", "baseline_period": "last_year"},
