@@ -117,11 +117,20 @@ def recent_changes(session: Session, user_id: int, *, before_id: int | None, lim
 
 def last_change_of(session: Session, user_id: int, entity: str, entity_id: int) -> Change | None:
     """The newest change that touched a row: e.g. the one that deleted an expense."""
+    return _change_of(session, user_id, entity, entity_id, Change.id.desc())
+
+
+def first_change_of(session: Session, user_id: int, entity: str, entity_id: int) -> Change | None:
+    """The oldest change that touched a row: the one that created it (None: it came with an import)."""
+    return _change_of(session, user_id, entity, entity_id, Change.id.asc())
+
+
+def _change_of(session: Session, user_id: int, entity: str, entity_id: int, order: Any) -> Change | None:
     return session.scalar(
         select(Change)
         .join(ChangeItem, ChangeItem.change_id == Change.id)
         .where(Change.user_id == user_id, ChangeItem.entity == entity, ChangeItem.entity_id == entity_id)
-        .order_by(Change.id.desc())
+        .order_by(order)
         .limit(1)
     )
 

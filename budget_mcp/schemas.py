@@ -219,6 +219,15 @@ class Expense(BaseModel):
     updated_at: datetime
 
 
+class ExpenseSaved(Expense):
+    """The expense as this call stored it, and the audit log entry that records the call."""
+
+    change_id: int | None = Field(
+        description="For undo_change; null when an update changed nothing. A repeated idempotency_key "
+        "returns the first call's expense and change_id."
+    )
+
+
 class CurrencyTotal(BaseModel):
     """A sum in one currency. Different currencies are never added together."""
 
@@ -278,6 +287,12 @@ class Category(BaseModel):
 
     name: str
     expense_count: int = Field(description="How many expenses are filed under it.")
+
+
+class CategoryCreated(Category):
+    """The new category, and the audit log entry that records it."""
+
+    change_id: int = Field(description="For undo_change.")
 
 
 class CategoryList(BaseModel):

@@ -51,6 +51,7 @@ from .schemas import (
     Amount,
     BudgetChange,
     BudgetStatus,
+    CategoryCreated,
     CategoryList,
     CategoryName,
     CategoryRemoved,
@@ -75,6 +76,7 @@ from .schemas import (
     ExpenseId,
     ExpenseIds,
     ExpensePage,
+    ExpenseSaved,
     ExportFormat,
     GroupBy,
     GroupLimit,
@@ -101,7 +103,6 @@ from .schemas import (
     TopExpenses,
     Undone,
 )
-from .schemas import Category as CategoryOut
 from .troubleshoot import connection_fix, driver_message
 
 
@@ -1199,8 +1200,8 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
         merchant: Merchant | None = None,
         notes: Notes | None = None,
         idempotency_key: IdempotencyKey | None = None,
-    ) -> Expense:
-        """Record one expense and return it as stored (with its id).
+    ) -> ExpenseSaved:
+        """Record one expense and return it as stored (with its id, and the change_id that undo_change takes).
 
         The category must exist (list_categories; create_category adds one). Amounts are exact: 12.30 or
         "12.30". Pass an idempotency_key so a retried call never records the expense twice.
@@ -1230,8 +1231,9 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
         clear: Annotated[
             list[ClearableField], Field(description='Optional fields to empty, e.g. ["notes"].', max_length=2)
         ] = [],  # noqa: B006 (pydantic copies defaults)
-    ) -> Expense:
-        """Change some fields of an expense and return it as stored. Fields left out stay as they are.
+    ) -> ExpenseSaved:
+        """Change some fields of an expense and return it as stored, with the change_id that undoes the change.
+        Fields left out stay as they are.
         Changing only the currency keeps the number. To move many expenses use recategorize_expenses.
         """
         changes = ExpenseChanges(
@@ -1273,7 +1275,7 @@ def _register_write_tools(server: MCPServer[AppState]) -> None:
         )
 
     @server.tool(title="Create a category", annotations=_annotations(read_only=False, idempotent=True))
-    def create_category(name: CategoryName, ctx: AppContext) -> CategoryOut:
+    def create_category(name: CategoryName, ctx: AppContext) -> CategoryCreated:
         """Create a spending category. Names are unique regardless of case ("Food" and "food" are one);
         an existing name is refused, and the existing category can be used as is.
         """

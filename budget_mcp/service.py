@@ -28,6 +28,7 @@ from .schemas import (
     NAME_KEY_MAX,
     BudgetChange,
     BudgetSpan,
+    CategoryCreated,
     CategoryList,
     CategoryRemoved,
     CategoryRenamed,
@@ -38,6 +39,7 @@ from .schemas import (
     ExpenseChanges,
     ExpenseDeleted,
     ExpensePage,
+    ExpenseSaved,
     GroupBy,
     NewExpense,
     PeriodUsed,
@@ -109,7 +111,7 @@ def receipt(change: Change | None, dry_run: bool) -> dict[str, Any]:
 # --- categories ---------------------------------------------------------------------------------------
 
 
-def create_category(session: Session, caller: Caller, name: str) -> CategoryOut:
+def create_category(session: Session, caller: Caller, name: str) -> CategoryCreated:
     user_id = repo.ensure_user(session, caller.user)
     key = category_key(name)
     existing = repo.find_category(session, user_id, key)
@@ -118,8 +120,8 @@ def create_category(session: Session, caller: Caller, name: str) -> CategoryOut:
     if repo.count_categories(session, user_id) >= MAX_CATEGORIES:
         raise Conflict(f"a user may have at most {MAX_CATEGORIES} categories; reuse an existing one")
     category = repo.add_category(session, user_id, name, key)
-    audit.record(session, user_id, "create_category", f"created category {name!r}", [audit.created(category)])
-    return CategoryOut(name=name, expense_count=0)
+    change = audit.record(session, user_id, "create_category", f"created category {name!r}", [audit.created(category)])
+    return CategoryCreated(name=name, expense_count=0, change_id=change.id)
 
 
 def list_categories(session: Session, caller: Caller, *, limit: int, cursor: str | None) -> CategoryList:
@@ -181,7 +183,14 @@ def expense_out(expense: Expense | Row[Any], category_name: str) -> ExpenseOut:
     )
 
 
-def create_expense(session: Session, caller: Caller, new: NewExpense, idempotency_key: str | None = None) -> ExpenseOut:
+def expense_saved(expense: Expense, category_name: str, change: Change | None) -> ExpenseSaved:
+    """A write's answer: the expense as stored and the change that stored it (None: nothing changed)."""
+    return ExpenseSaved(**vars(expense_out(expense, category_name)), change_id=change.id if change else None)
+
+
+def create_expense(
+    session: Session, caller: Caller, new: NewExpense, idempotency_key: str | None = None
+) -> ExpenseSaved:
     """Store an expense. With an idempotency key, a repeat of the same call returns the first expense:
     the database's unique key decides, so retries racing each other still store exactly one row."""
     currency = new.currency or caller.default_currency
@@ -205,21 +214,22 @@ def create_expense(session: Session, caller: Caller, new: NewExpense, idempotenc
         first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
         if first is None:  # pragma: no cover - the key's row was deleted between the two statements
             raise Conflict(f"idempotency_key {idempotency_key!r} is in use by a change in progress; try again")
-        return _replay(first, new, currency, amount_minor, category, idempotency_key)
-    audit.record(
+        return _replay(session, first, new, currency, amount_minor, category, idempotency_key)
+    change = audit.record(
         session,
         user_id,
         "create_expense",
         f"recorded expense {expense.id}: {_describe(expense)} in {category.name}",
         [audit.created(expense)],
     )
-    return expense_out(expense, category.name)
+    return expense_saved(expense, category.name, change)
 
 
 def _replay(
-    first: Expense, new: NewExpense, currency: str, amount_minor: int, category: Category, key: str
-) -> ExpenseOut:
-    """The first expense stored under an idempotency key, if this call asks for the same expense."""
+    session: Session, first: Expense, new: NewExpense, currency: str, amount_minor: int, category: Category, key: str
+) -> ExpenseSaved:
+    """The first call's answer, if this call asks for the same expense as the first one with its key: the
+    expense (as it is now) and the change that recorded it."""
     same = (
         first.amount_minor == amount_minor
         and first.currency == currency
@@ -234,7 +244,8 @@ def _replay(
             f"idempotency_key {key!r} was already used for a different expense (id {first.id}: "
             f"{_describe(first)}); use a new key for a new expense"
         )
-    return expense_out(first, first.category.name)
+    created = audit.first_change_of(session, first.user_id, "expense", first.id)
+    return expense_saved(first, first.category.name, created)
 
 
 def _describe(expense: Expense) -> str:
@@ -263,7 +274,7 @@ def get_expense(session: Session, caller: Caller, expense_id: int) -> ExpenseOut
     return expense_out(expense, expense.category.name)
 
 
-def update_expense(session: Session, caller: Caller, expense_id: int, changes: ExpenseChanges) -> ExpenseOut:
+def update_expense(session: Session, caller: Caller, expense_id: int, changes: ExpenseChanges) -> ExpenseSaved:
     if changes.is_empty():
         raise InvalidInput(
             "nothing to update: pass at least one of amount, description, category, spent_on, currency, "
@@ -300,15 +311,16 @@ def update_expense(session: Session, caller: Caller, expense_id: int, changes: E
     changed = sorted(
         _FIELD_NAMES.get(k, k) for k in item.after or {} if (item.before or {}).get(k) != (item.after or {}).get(k)
     )
+    change = None
     if changed:
-        audit.record(
+        change = audit.record(
             session,
             expense.user_id,
             "update_expense",
             f"changed {', '.join(changed)} of expense {expense.id} ({_describe(expense)})",
             [item],
         )
-    return expense_out(expense, category.name)
+    return expense_saved(expense, category.name, change)
 
 
 _FIELD_NAMES = {"amount_minor": "amount", "category_id": "category", "spent_on": "day"}

@@ -34,6 +34,11 @@ async def ok(client: Client, tool: str, /, **arguments: Any) -> dict[str, Any]:
     return result.structured_content
 
 
+def as_stored(answer: dict[str, Any]) -> dict[str, Any]:
+    """A write's answer without its change_id: the row as get_expense and the listings show it."""
+    return {key: value for key, value in answer.items() if key != "change_id"}
+
+
 async def fails(client: Client, tool: str, /, **arguments: Any) -> str:
     """Call a tool that must fail with an error result; return the message the model would read."""
     result = await client.call_tool(tool, arguments)

@@ -265,6 +265,32 @@ async def test_undoing_an_undo_makes_the_change_again(client: Client, db: Engine
     assert log[1]["undone_by"] == redo["change_id"]
 
 
+async def test_the_change_id_in_a_writes_answer_undoes_that_call_without_looking_it_up(
+    client: Client, db: Engine
+) -> None:
+    await seed_categories(client, "Rent")  # the user exists from the first write on, and is never undone
+    before = rows(db)
+    category = await ok(client, "create_category", name="Food")
+    created = await ok(client, "create_expense", **LUNCH)
+    updated = await ok(client, "update_expense", expense_id=created["id"], description="Brunch")
+    assert [change["id"] for change in await changes(client)][:3] == [
+        updated["change_id"],
+        created["change_id"],
+        category["change_id"],
+    ]
+    for answer in (updated, created, category):  # newest first: each undo leaves the one before undoable
+        await ok(client, "undo_change", change_id=answer["change_id"])
+    assert rows(db) == before
+
+
+async def test_an_update_to_the_values_already_stored_has_no_change_id_and_logs_nothing(client: Client) -> None:
+    await seed_categories(client, "Food")
+    created = await ok(client, "create_expense", **LUNCH)
+    same = await ok(client, "update_expense", expense_id=created["id"], description=LUNCH["description"])
+    assert same["change_id"] is None
+    assert (await latest_change(client))["id"] == created["change_id"]
+
+
 async def test_a_deleted_expense_comes_back_with_the_same_id_and_fields(client: Client) -> None:
     ids = await seed_household(client)
     original = await ok(client, "get_expense", expense_id=ids["lunch"])

@@ -12,7 +12,7 @@ from budget_mcp.config import Settings
 from budget_mcp.server import build_server
 
 from conftest import make_settings
-from helpers import fails, ok, seed_categories, snapshot
+from helpers import as_stored, fails, ok, seed_categories, snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -124,7 +124,7 @@ async def test_sql_injection_and_unicode_text_is_stored_and_returned_literally(c
 async def test_get_expense_returns_what_create_expense_stored(client: Client) -> None:
     await seed_categories(client, "Food")
     created = await ok(client, "create_expense", amount="4.20", description="bagel", category="Food")
-    assert await ok(client, "get_expense", expense_id=created["id"]) == created
+    assert await ok(client, "get_expense", expense_id=created["id"]) == as_stored(created)
 
 
 async def test_update_expense_changes_only_the_given_fields(client: Client) -> None:
@@ -145,7 +145,7 @@ async def test_update_expense_changes_only_the_given_fields(client: Client) -> N
     assert (updated["description"], updated["merchant"], updated["notes"]) == ("bagel", "Deli", "n")
     assert updated["created_at"] == created["created_at"]
     assert updated["updated_at"] >= created["updated_at"]
-    assert await ok(client, "get_expense", expense_id=created["id"]) == updated
+    assert await ok(client, "get_expense", expense_id=created["id"]) == as_stored(updated)
 
 
 async def test_update_expense_can_clear_optional_fields(client: Client) -> None:
@@ -183,7 +183,7 @@ async def test_delete_expense_removes_it_and_returns_what_was_deleted(client: Cl
     await seed_categories(client, "Food")
     created = await ok(client, "create_expense", amount=1, description="tea", category="Food")
     deleted = await ok(client, "delete_expense", expense_id=created["id"])
-    assert deleted["expense"] == created
+    assert deleted["expense"] == as_stored(created)
     assert deleted["dry_run"] is False and deleted["change_id"] is not None
     message = await fails(client, "get_expense", expense_id=created["id"])
     assert f"was removed by change {deleted['change_id']} (delete_expense)" in message

@@ -32,7 +32,7 @@ from budget_mcp import __version__
 from budget_mcp.config import Settings
 from budget_mcp.db import make_engine
 
-from helpers import fails, ok, snapshot
+from helpers import as_stored, fails, ok, snapshot
 from httpserver import (
     SERVER_USER,
     HttpServer,
@@ -228,7 +228,7 @@ def test_requests_without_a_valid_bearer_token_get_401_and_change_nothing(
 
     # The very same request with the valid token goes through: the refusals above were about the token.
     response = post(http, server.url, tool_call("create_category", name="Sneaky 0"), valid.headers)
-    assert rpc_result(response)["result"]["structuredContent"] == {"name": "Sneaky 0", "expense_count": 0}
+    assert as_stored(rpc_result(response)["result"]["structuredContent"]) == {"name": "Sneaky 0", "expense_count": 0}
     assert user_rows(db, valid.user)["categories"] == 1
 
 
@@ -242,14 +242,14 @@ async def test_a_token_acts_as_its_own_user_and_the_server_setting_is_ignored(
     carol, dave = account(backend, "carol"), account(backend, "dave")
     async with mcp_client(server.url, carol.token) as client:
         assert client.server_info is not None and client.server_info.name == "budget-mcp"
-        assert await ok(client, "create_category", name="Food") == {"name": "Food", "expense_count": 0}
+        assert as_stored(await ok(client, "create_category", name="Food")) == {"name": "Food", "expense_count": 0}
         expense = await ok(
             client, "create_expense", amount="12.30", description="Lunch", category="food", spent_on="2026-03-14"
         )
         assert (expense["amount"], expense["category"]) == ("12.30", "Food")
         summary = await ok(client, "summarize_spending", start_date="2026-03-01", end_date="2026-03-31")
         assert summary["totals"] == [{"currency": "USD", "total": "12.30", "count": 1}]
-        assert await ok(client, "get_expense", expense_id=expense["id"]) == expense
+        assert await ok(client, "get_expense", expense_id=expense["id"]) == as_stored(expense)
     async with mcp_client(server.url, dave.token) as client:
         assert (await ok(client, "list_categories"))["categories"] == []
         message = await fails(client, "get_expense", expense_id=expense["id"])
@@ -785,7 +785,7 @@ async def test_two_server_processes_serve_one_client_alternately_without_session
         created = await ok(
             client, "create_expense", amount="3.10", description="bun", category="Food", spent_on="2026-03-02"
         )
-        assert await ok(client, "get_expense", expense_id=created["id"]) == created
+        assert await ok(client, "get_expense", expense_id=created["id"]) == as_stored(created)
         updated = await ok(client, "update_expense", expense_id=created["id"], amount="3.20")
         assert updated["amount"] == "3.20"
         summary = await ok(client, "summarize_spending", start_date="2026-03-01", end_date="2026-03-31")

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from helpers import TOOLS, empty_tables
+from helpers import TOOLS, as_stored, empty_tables
 from httpserver import create_token, running_http_server
 from node_tools import INSPECTOR, node_env, require, run_node
 
@@ -105,7 +105,7 @@ def exercise(inspect: Inspector, *, lists: bool = True) -> None:
         assert all(tool["title"] and "readOnlyHint" in tool["annotations"] for tool in tools)
     listings = (["--method", "resources/list"], ["--method", "resources/templates/list"], ["--method", "prompts/list"])
     *listed_rest, category = inspect.together(*(listings if lists else ()), call("create_category", name="Food"))
-    assert structured(category) == {"name": "Food", "expense_count": 0}
+    assert as_stored(structured(category)) == {"name": "Food", "expense_count": 0}
     if lists:
         resources, templates, prompts = listed_rest
         assert [r["uri"] for r in resources.result["resources"]] == [

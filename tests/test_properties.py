@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 from budget_mcp.config import Settings
 from budget_mcp.server import build_server
 
-from helpers import LUNCH, snapshot
+from helpers import LUNCH, as_stored, snapshot
 
 PROPERTY = hypothesis.settings(
     max_examples=50,
@@ -343,7 +343,7 @@ def test_every_valid_amount_round_trips_exactly_and_is_stored_as_exact_minor_uni
     try:
         assert (created["amount"], created["currency"]) == (expected, currency)
         fetched = tools.ok("get_expense", expense_id=created["id"])
-        assert fetched == created
+        assert fetched == as_stored(created)
         with tools.db.connect() as connection:
             stored = connection.execute(
                 text("SELECT amount_minor, currency FROM expenses WHERE id = :id"), {"id": created["id"]}

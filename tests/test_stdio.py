@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from budget_mcp import __version__
 
-from helpers import TOOLS, empty_tables, fails, ok
+from helpers import TOOLS, as_stored, empty_tables, fails, ok
 from pgserver import PostgresInstance
 
 SERVER = [sys.executable, "-m", "budget_mcp"]
@@ -66,7 +66,7 @@ async def exercise(client: Client) -> None:
     listed = await client.list_tools()
     assert {tool.name for tool in listed.tools} == TOOLS
     assert all(tool.description and tool.input_schema for tool in listed.tools)
-    assert await ok(client, "create_category", name="Food") == {"name": "Food", "expense_count": 0}
+    assert as_stored(await ok(client, "create_category", name="Food")) == {"name": "Food", "expense_count": 0}
     expense = await ok(
         client, "create_expense", amount="12.30", description="Lunch", category="food", spent_on="2026-03-14"
     )
@@ -235,7 +235,10 @@ def test_raw_json_rpc_on_stdout_and_debug_logs_on_stderr_only(tmp_path: Path, st
     listed = server.request(2, "tools/list")
     assert {tool["name"] for tool in listed["result"]["tools"]} == TOOLS
     created = call(server, 3, "create_category", name="Food")
-    assert (created["isError"], created["structuredContent"]) == (False, {"name": "Food", "expense_count": 0})
+    assert (created["isError"], as_stored(created["structuredContent"])) == (
+        False,
+        {"name": "Food", "expense_count": 0},
+    )
     refused = call(server, 4, "create_expense", amount="5", description="x", category="Nope")
     assert refused["isError"] is True
     assert "no category 'Nope'" in refused["content"][0]["text"]
@@ -340,6 +343,6 @@ async def test_a_database_created_after_the_server_started_is_used_without_a_res
             refused = await fails(client, "list_categories")
             assert "cannot use the database: the database named in DATABASE_URL does not exist" in refused
             postgres.create_database(name)
-            assert await ok(client, "create_category", name="Food") == {"name": "Food", "expense_count": 0}
+            assert as_stored(await ok(client, "create_category", name="Food")) == {"name": "Food", "expense_count": 0}
     finally:
         postgres.drop_database(name)

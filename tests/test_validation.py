@@ -27,7 +27,7 @@ from budget_mcp.db import Base, make_engine
 from budget_mcp.server import build_server
 
 from conftest import BACKENDS, connect_as, make_settings
-from helpers import LUNCH, fails, ok, seed_categories, snapshot
+from helpers import LUNCH, as_stored, fails, ok, seed_categories, snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -443,7 +443,7 @@ async def test_text_exactly_at_each_limit_is_stored_whole(client: Client) -> Non
         notes=("n" * 99 + "\n") * 20,  # 2000 characters; the last newline is trimmed
     )
     fetched = await ok(client, "get_expense", expense_id=created["id"])
-    assert fetched == created
+    assert fetched == as_stored(created)
     assert fetched["category"] == category
     assert (len(fetched["description"]), len(fetched["merchant"]), len(fetched["notes"])) == (500, 200, 1999)
 
@@ -563,7 +563,7 @@ async def test_another_users_expense_id_looks_exactly_like_an_unknown_one(
         unknown = await refused(bob, db, tool, expense_id=4242, **others)
     assert message == unknown.replace("4242", str(mine["id"]))
     async with Client(build_server(make_settings(database_url, user="alice"))) as alice:
-        assert await ok(alice, "get_expense", expense_id=mine["id"]) == mine
+        assert await ok(alice, "get_expense", expense_id=mine["id"]) == as_stored(mine)
 
 
 @pytest.mark.parametrize(
@@ -624,7 +624,7 @@ async def test_update_expense_refuses_contradictory_or_empty_changes(
 async def test_an_update_with_one_bad_field_applies_none_of_the_good_ones(seeded: Seeded, bad: dict[str, Any]) -> None:
     good = {"description": "soup", "merchant": "Cafe", "clear": ["notes"]}
     await seeded.refuse("update_expense", expense_id=seeded.expense["id"], **good, **bad)
-    assert await ok(seeded.client, "get_expense", expense_id=seeded.expense["id"]) == seeded.expense
+    assert await ok(seeded.client, "get_expense", expense_id=seeded.expense["id"]) == as_stored(seeded.expense)
 
 
 # --- missing and unknown arguments ------------------------------------------------------------------------
