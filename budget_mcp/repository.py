@@ -115,14 +115,20 @@ def add_expense(session: Session, **values: Any) -> Expense | None:
     """Insert an expense and return it, or None when the user's ``idempotency_key`` in ``values`` is taken:
     then the INSERT does nothing (ON CONFLICT DO NOTHING), so a repeated key costs no failed statement and
     no savepoint, and concurrent repeats still store exactly one row (the unique key decides)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    bind = session.get_bind()
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
     stmt = (
         dialect.insert(Expense)
         .values(**values)
         .on_conflict_do_nothing(index_elements=[Expense.user_id, Expense.idempotency_key])
-        .returning(Expense)
     )
-    return session.scalars(stmt).one_or_none()
+    if bind.dialect.insert_returning:
+        return session.scalars(stmt.returning(Expense)).one_or_none()
+    # SQLite before 3.35 has no RETURNING (Python 3.11 on RHEL 9 links 3.34): read the new row by its id.
+    result = session.execute(stmt)
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return session.get(Expense, result.inserted_primary_key[0])  # type: ignore[attr-defined]
 
 
 def expense_by_idempotency_key(session: Session, user_id: int, key: str) -> Expense | None:

@@ -19,6 +19,7 @@ from budget_mcp.config import Settings
 from budget_mcp.db import make_engine, make_session_factory
 from budget_mcp.schemas import NewExpense
 from budget_mcp.server import build_server
+from budget_mcp.transactions import migrate
 
 from conftest import make_settings
 from helpers import LUNCH, fails, ok, seed_categories, snapshot
@@ -196,6 +197,30 @@ async def test_a_new_key_costs_one_read_and_a_repeated_one_no_failed_statement_o
     assert "SAVEPOINT" not in first + repeat and not failed  # ON CONFLICT DO NOTHING: no error to recover from
     assert stored_with_key(db) == [(answer.id, "alice")]
     assert logged_creations(db) == 1
+
+
+def test_without_returning_as_on_sqlite_before_3_35_a_key_still_stores_one_expense(
+    settings: Settings, db: Engine
+) -> None:
+    migrate(settings)
+    engine = make_engine(settings.url)
+    engine.dialect.insert_returning = False  # what SQLAlchemy sets for SQLite < 3.35 (and RHEL 9's Python links 3.34)
+    caller = service.Caller(user="alice", default_currency="USD", timezone=ZoneInfo("UTC"))
+    try:
+        with make_session_factory(engine).begin() as session:
+            service.create_category(session, caller, "Food")
+        answers = []
+        for _ in range(2):
+            with make_session_factory(engine).begin() as session:
+                answers.append(service.create_expense(session, caller, NewExpense(**LUNCH), KEY))
+        with make_session_factory(engine).begin() as session:
+            plain = service.create_expense(session, caller, NewExpense(**LUNCH))
+    finally:
+        engine.dispose()
+    first, again = answers
+    assert again == first and first.change_id is not None and (first.amount, first.description) == ("12.30", "Lunch")
+    assert stored_with_key(db) == [(first.id, "alice")]
+    assert plain.id != first.id and logged_creations(db) == 2
 
 
 async def test_concurrent_retries_through_the_protocol_store_one_expense(client: Client, db: Engine) -> None:
