@@ -212,8 +212,11 @@ def create_expense(
     if expense is None:  # the key was used before, by a retry of this call or by another call
         assert idempotency_key is not None
         first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)
-        if first is None:  # pragma: no cover - the key's row was deleted between the two statements
-            raise Conflict(f"idempotency_key {idempotency_key!r} is in use by a change in progress; try again")
+        if first is None:  # pragma: no cover - another call deleted it between these two statements
+            raise Conflict(
+                f"the expense first recorded with idempotency_key {idempotency_key!r} was deleted while this call "
+                "ran; nothing was recorded, call again to record it anew"
+            )
         return _replay(session, first, new, currency, amount_minor, category, idempotency_key)
     change = audit.record(
         session,
