@@ -168,24 +168,28 @@ def require_category(session: Session, user_id: int | None, name: str) -> Catego
 # --- expenses -----------------------------------------------------------------------------------------
 
 
+def _expense_fields(expense: Expense | Row[Any], category_name: str) -> dict[str, Any]:
+    return {
+        "id": expense.id,
+        "amount": format_amount(expense.amount_minor, expense.currency),
+        "currency": expense.currency,
+        "category": category_name,
+        "spent_on": expense.spent_on,
+        "description": expense.description,
+        "merchant": expense.merchant,
+        "notes": expense.notes,
+        "created_at": expense.created_at,
+        "updated_at": expense.updated_at,
+    }
+
+
 def expense_out(expense: Expense | Row[Any], category_name: str) -> ExpenseOut:
-    return ExpenseOut(
-        id=expense.id,
-        amount=format_amount(expense.amount_minor, expense.currency),
-        currency=expense.currency,
-        category=category_name,
-        spent_on=expense.spent_on,
-        description=expense.description,
-        merchant=expense.merchant,
-        notes=expense.notes,
-        created_at=expense.created_at,
-        updated_at=expense.updated_at,
-    )
+    return ExpenseOut(**_expense_fields(expense, category_name))
 
 
 def expense_saved(expense: Expense, category_name: str, change: Change | None) -> ExpenseSaved:
     """A write's answer: the expense as stored and the change that stored it (None: nothing changed)."""
-    return ExpenseSaved(**vars(expense_out(expense, category_name)), change_id=change.id if change else None)
+    return ExpenseSaved(**_expense_fields(expense, category_name), change_id=change.id if change else None)
 
 
 def create_expense(
