@@ -244,6 +244,13 @@ class Statement:
 
 
 _REQUEST_KEY = re.compile(r"^[0-9a-f]{32}$")
+_TIMEOUT_FIRST = re.compile(r"^SET LOCAL statement_timeout = \d+; ")  # PostgreSQL: sent with the first statement
+
+
+def statements_in(sql: str) -> list[str]:
+    """The statements one execute sent: on PostgreSQL a transaction's first carries its SET LOCAL too."""
+    timeout = _TIMEOUT_FIRST.match(sql)
+    return [timeout.group().removesuffix("; "), sql[timeout.end() :]] if timeout else [sql]
 
 
 @dataclass
@@ -273,8 +280,9 @@ class CapturedCall:
             connection.commit()
 
     def statement(self, *needles: str) -> Statement:
-        """The first statement whose SQL contains every one of ``needles``."""
-        return next(s for s in self.statements if all(needle in s.sql for needle in needles))
+        """The first statement whose SQL contains every one of ``needles`` (without a SET LOCAL sent with it)."""
+        found = next(s for s in self.statements if all(needle in s.sql for needle in needles))
+        return Statement(statements_in(found.sql)[-1], found.params, found.many)
 
 
 def _substitute(params: Any, fresh: dict[str, str], request_key: bool) -> Any:

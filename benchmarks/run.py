@@ -371,9 +371,13 @@ def capture_calls(database: Database) -> dict[str, CapturedCall]:
 
 def round_trips(backend: str, call: CapturedCall) -> list[str]:
     """What one call sends to the database, one round trip each, as the first words of each statement: the
-    captured statements, the COMMIT, and on PostgreSQL the BEGIN psycopg2 sends before the first of them."""
+    captured statements (on PostgreSQL the first carries the SET LOCAL too), the COMMIT, and on PostgreSQL the
+    BEGIN psycopg2 sends before the first of them."""
     verbs = [
-        " ".join(statement.sql.split()[: 2 if statement.sql.startswith(("SET", "BEGIN")) else 1])
+        " + ".join(
+            " ".join(sql.split()[: 2 if sql.startswith(("SET", "BEGIN")) else 1])
+            for sql in dataset.statements_in(statement.sql)
+        )
         for statement in call.statements
     ]
     return (["BEGIN"] if backend != "sqlite" else []) + verbs + ["COMMIT"]

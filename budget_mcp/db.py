@@ -123,7 +123,7 @@ def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
     a small QueuePool recycled under Neon's five-minute idle suspend and not pinged before each use (a
     dead connection is caught by the call's retry instead), short connect and pool timeouts, TCP keepalives
     and an ``application_name``; no ``options`` startup parameter (PgBouncer refuses it) and no session
-    state at all: the statement timeout is ``SET LOCAL`` inside each transaction.
+    state at all: the statement timeout is ``SET LOCAL`` inside each transaction, sent with its first statement.
     """
     options = options or EngineOptions()
     if url.get_backend_name() == "sqlite":
@@ -143,15 +143,34 @@ def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
         pool_use_lifo=True,  # idle connections beyond what the load needs age out instead of being kept warm
         connect_args=_postgresql_connect_args(options),
     )
-    timeout_ms = max(1, round(options.statement_timeout * 1000))
+    set_timeout = f"SET LOCAL statement_timeout = {max(1, round(options.statement_timeout * 1000))}"
 
     @event.listens_for(engine, "begin")
     def _statement_timeout(connection: Any) -> None:
-        # Lasts until this transaction ends, so it cannot leak to another client of a pooled connection.
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+        # SET LOCAL lasts until this transaction ends, so it cannot leak to another client of a pooled
+        # connection. It travels with the transaction's first statement (below): one round trip, not two.
+        connection.info[_PENDING_TIMEOUT] = set_timeout
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _send_timeout_first(
+        connection: Any, cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+    ) -> tuple[str, Any]:
+        pending = connection.info.pop(_PENDING_TIMEOUT, None)
+        if pending is None:
+            return statement, parameters
+        if cursor.name is not None:  # a server-side cursor (yield_per) declares one query: SET LOCAL goes alone
+            with cursor.connection.cursor() as plain:
+                plain.execute(pending)
+            return statement, parameters
+        # psycopg2 sends the two as one simple query; the cursor holds the result of the last.
+        return f"{pending}; {statement}", parameters
 
     logger.debug("engine profile %s, pool size %d", profile, options.pool_size)
     return engine
+
+
+_PENDING_TIMEOUT = "budget_mcp.statement_timeout"
+"""``Connection.info`` key: the transaction's ``SET LOCAL statement_timeout``, until its first statement."""
 
 
 def _postgresql_connect_args(options: EngineOptions) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -32,6 +33,15 @@ async def ok(client: Client, tool: str, /, **arguments: Any) -> dict[str, Any]:
     assert not result.is_error, f"{tool} failed: {text}"
     assert result.structured_content is not None
     return result.structured_content
+
+
+_TIMEOUT_FIRST = re.compile(r"^(SET LOCAL statement_timeout = \d+); ")
+
+
+def statements_in(sql: str) -> list[str]:
+    """The statements one execute sends: on PostgreSQL a transaction's first carries its SET LOCAL too."""
+    timeout = _TIMEOUT_FIRST.match(sql)
+    return [timeout.group(1), sql[timeout.end() :]] if timeout else [sql]
 
 
 def as_stored(answer: dict[str, Any]) -> dict[str, Any]:

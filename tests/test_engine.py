@@ -174,6 +174,40 @@ def test_the_statement_timeout_lasts_only_as_long_as_each_transaction(postgres_u
         engine.dispose()
 
 
+def test_the_statement_timeout_travels_with_each_transactions_first_statement(postgres_url: str) -> None:
+    settings = make_settings(postgres_url, statement_timeout=1.5)
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    sent: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _record(_conn: Any, _cursor: Any, sql: str, *_rest: Any) -> None:
+        sent.append(sql)
+
+    try:
+        for _ in range(2):
+            with engine.begin() as connection:
+                assert connection.execute(text("SELECT current_setting('statement_timeout')")).scalar() == "1500ms"
+                assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+    # No round trip of its own: psycopg2's BEGIN, then the timeout and the first statement as one query.
+    first = "SET LOCAL statement_timeout = 1500; SELECT current_setting('statement_timeout')"
+    assert sent == [first, "SELECT 1"] * 2
+
+
+def test_a_transaction_that_starts_with_a_server_side_cursor_gets_the_statement_timeout_too(postgres_url: str) -> None:
+    settings = make_settings(postgres_url, statement_timeout=1.5)
+    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+    try:
+        with engine.begin() as connection:
+            streamed = connection.execution_options(yield_per=10).execute(
+                text("SELECT current_setting('statement_timeout') FROM generate_series(1, 25)")
+            )
+            assert {value for (value,) in streamed} == {"1500ms"}
+    finally:
+        engine.dispose()
+
+
 def test_a_statement_over_the_timeout_fails_at_once_and_is_not_retried(postgres_url: str) -> None:
     settings = make_settings(postgres_url, statement_timeout=0.05)
     engine = make_engine(settings.url, EngineOptions.from_settings(settings))

@@ -22,7 +22,7 @@ from budget_mcp.server import build_server
 from budget_mcp.transactions import migrate
 
 from conftest import make_settings
-from helpers import LUNCH, fails, ok, seed_categories, snapshot
+from helpers import LUNCH, fails, ok, seed_categories, snapshot, statements_in
 
 pytestmark = pytest.mark.anyio
 
@@ -175,7 +175,7 @@ async def test_a_new_key_costs_one_read_and_a_repeated_one_no_failed_statement_o
 
     @event.listens_for(engine, "before_cursor_execute")
     def _record(_conn: Any, _cursor: Any, sql: str, *_rest: Any) -> None:
-        sent.append(sql.split()[0].upper())
+        sent.extend(statement.split()[0].upper() for statement in statements_in(sql))
 
     @event.listens_for(engine, "handle_error")
     def _failed(context: Any) -> None:
