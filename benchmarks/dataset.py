@@ -108,7 +108,7 @@ class Database:
         """A plain SQLAlchemy Core engine on the same database: no ORM, no product hooks (what raw SQL gets)."""
         url = self.settings.url
         if self.backend != "sqlite":
-            return create_engine(url)
+            return create_engine(url, isolation_level="AUTOCOMMIT")  # the replayed BEGIN opens the transaction
         engine = create_engine(url, connect_args={"timeout": 15})
 
         @event.listens_for(engine, "connect")
@@ -244,19 +244,19 @@ class Statement:
 
 
 _REQUEST_KEY = re.compile(r"^[0-9a-f]{32}$")
-_TIMEOUT_FIRST = re.compile(r"^SET LOCAL statement_timeout = \d+; ")  # PostgreSQL: sent with the first statement
+_OPENING = re.compile(r"^(BEGIN[^;]*); (SET LOCAL statement_timeout = \d+); ")  # PostgreSQL: with the first statement
 
 
 def statements_in(sql: str) -> list[str]:
-    """The statements one execute sent: on PostgreSQL a transaction's first carries its SET LOCAL too."""
-    timeout = _TIMEOUT_FIRST.match(sql)
-    return [timeout.group().removesuffix("; "), sql[timeout.end() :]] if timeout else [sql]
+    """The statements one execute sent: on PostgreSQL a transaction's first carries its BEGIN and SET LOCAL."""
+    opening = _OPENING.match(sql)
+    return [opening.group(1), opening.group(2), sql[opening.end() :]] if opening else [sql]
 
 
 @dataclass
 class CapturedCall:
-    """Every statement one tool call sent to the database (from the transaction's BEGIN to its last query),
-    as the driver received them; replaying them is the raw SQL the call cannot do without."""
+    """Every statement one tool call sent to the database (from the transaction's BEGIN to its last query, not
+    the COMMIT), as the driver received them; replaying them is the raw SQL the call cannot do without."""
 
     tool: str
     statements: list[Statement]
@@ -277,7 +277,7 @@ class CapturedCall:
                 result = connection.exec_driver_sql(statement.sql, params)
                 if result.returns_rows:
                     result.fetchall()
-            connection.commit()
+            connection.exec_driver_sql("COMMIT")  # the tool's COMMIT (both drivers are in autocommit mode here)
 
     def statement(self, *needles: str) -> Statement:
         """The first statement whose SQL contains every one of ``needles`` (without a SET LOCAL sent with it)."""

@@ -443,10 +443,11 @@ def _method(results: Results) -> str:
   until {plan.seconds_per_tool:g} s have passed; {plan.repeats} repeats. p50 and p99 are nearest-rank within a
   repeat (with fewer than 100 samples p99 is the largest); the tables show their median over the repeats.
 - **Raw SQL.** The exact statements the tool's own code sends for that call (captured once from
-  `budget_mcp.service` running in `run_in_transaction` on the product's engine: the transaction's `BEGIN
-  IMMEDIATE` or `SET LOCAL statement_timeout`, every `SELECT` and `INSERT`), replayed with the same
-  parameters through SQLAlchemy Core (`Connection.exec_driver_sql`, a plain pooled engine, every row fetched,
-  then `COMMIT`) on the same database. A replayed write gets fresh unique keys, so it inserts like the tool.
+  `budget_mcp.service` running in `run_in_transaction` on the product's engine: SQLite's `BEGIN IMMEDIATE`,
+  PostgreSQL's `BEGIN; SET LOCAL statement_timeout` sent with the first statement, every `SELECT` and
+  `INSERT`), replayed with the same parameters through SQLAlchemy Core (`Connection.exec_driver_sql`, a plain
+  pooled engine in autocommit mode, every row fetched, then `COMMIT`) on the same database. A replayed write
+  gets fresh unique keys, so it inserts like the tool.
   This is the database work the call cannot avoid; what the tool adds on top of it and of the protocol floor
   is the product's overhead: the ORM, validation, the service code, serialising the answer.
 - **Ratio.** (tool \u2212 floor) ÷ raw SQL, at p50 (medians) and at p99 (p99s), per repeat; target ≤ {LATENCY_TARGET}.

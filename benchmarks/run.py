@@ -369,18 +369,17 @@ def capture_calls(database: Database) -> dict[str, CapturedCall]:
     }
 
 
-def round_trips(backend: str, call: CapturedCall) -> list[str]:
+def round_trips(call: CapturedCall) -> list[str]:
     """What one call sends to the database, one round trip each, as the first words of each statement: the
-    captured statements (on PostgreSQL the first carries the SET LOCAL too), the COMMIT, and on PostgreSQL the
-    BEGIN psycopg2 sends before the first of them."""
+    captured statements (on PostgreSQL the first carries the BEGIN and the SET LOCAL too) and the COMMIT."""
     verbs = [
         " + ".join(
-            " ".join(sql.split()[: 2 if sql.startswith(("SET", "BEGIN")) else 1])
+            " ".join(sql.split()[: 2 if sql.startswith(("SET", "BEGIN IMMEDIATE")) else 1])
             for sql in dataset.statements_in(statement.sql)
         )
         for statement in call.statements
     ]
-    return (["BEGIN"] if backend != "sqlite" else []) + verbs + ["COMMIT"]
+    return [*verbs, "COMMIT"]
 
 
 def arguments(tool: str) -> dict[str, Any]:
@@ -520,7 +519,7 @@ async def latency_section(run: Run, floor: Client, backend: str, size: int) -> N
     log(f"{database.label} {size:,}: seeded in {results.seeding[(backend, size)]:.1f} s")
     calls = capture_calls(database)
     for tool, call in calls.items():
-        results.round_trips[(backend, tool)] = round_trips(backend, call)
+        results.round_trips[(backend, tool)] = round_trips(call)
         problem = answer_problem(tool, service_answer(call), database)
         results.check(
             f"{database.label} {size:,}: the captured {tool} answers correctly", problem is None, problem or ""

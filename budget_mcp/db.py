@@ -5,6 +5,7 @@ This is the one module that knows how SQLite and PostgreSQL differ at the connec
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
     a small QueuePool recycled under Neon's five-minute idle suspend and not pinged before each use (a
     dead connection is caught by the call's retry instead), short connect and pool timeouts, TCP keepalives
     and an ``application_name``; no ``options`` startup parameter (PgBouncer refuses it) and no session
-    state at all: the statement timeout is ``SET LOCAL`` inside each transaction, sent with its first statement.
+    state at all: the statement timeout is ``SET LOCAL`` inside each transaction, sent (with ``BEGIN``) in the
+    same query as the transaction's first statement.
     """
     options = options or EngineOptions()
     if url.get_backend_name() == "sqlite":
@@ -141,36 +143,66 @@ def make_engine(url: URL, options: EngineOptions | None = None) -> Engine:
         pool_pre_ping=False,
         pool_recycle=240,  # under Neon's five-minute idle suspend
         pool_use_lifo=True,  # idle connections beyond what the load needs age out instead of being kept warm
-        connect_args=_postgresql_connect_args(options),
+        connect_args={**_postgresql_connect_args(options), "connection_factory": _own_transactions()},
     )
-    set_timeout = f"SET LOCAL statement_timeout = {max(1, round(options.statement_timeout * 1000))}"
-
-    @event.listens_for(engine, "begin")
-    def _statement_timeout(connection: Any) -> None:
-        # SET LOCAL lasts until this transaction ends, so it cannot leak to another client of a pooled
-        # connection. It travels with the transaction's first statement (below): one round trip, not two.
-        connection.info[_PENDING_TIMEOUT] = set_timeout
-
-    @event.listens_for(engine, "before_cursor_execute", retval=True)
-    def _send_timeout_first(
-        connection: Any, cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
-    ) -> tuple[str, Any]:
-        pending = connection.info.pop(_PENDING_TIMEOUT, None)
-        if pending is None:
-            return statement, parameters
-        if cursor.name is not None:  # a server-side cursor (yield_per) declares one query: SET LOCAL goes alone
-            with cursor.connection.cursor() as plain:
-                plain.execute(pending)
-            return statement, parameters
-        # psycopg2 sends the two as one simple query; the cursor holds the result of the last.
-        return f"{pending}; {statement}", parameters
-
+    _begin_with_first_statement(engine, max(1, round(options.statement_timeout * 1000)))
     logger.debug("engine profile %s, pool size %d", profile, options.pool_size)
     return engine
 
 
-_PENDING_TIMEOUT = "budget_mcp.statement_timeout"
-"""``Connection.info`` key: the transaction's ``SET LOCAL statement_timeout``, until its first statement."""
+def _begin_with_first_statement(engine: Engine, timeout_ms: int) -> None:
+    """Open each transaction with its first statement, in the same query: ``BEGIN`` and ``SET LOCAL
+    statement_timeout`` (which ends with the transaction, so it cannot leak to another client of a pooled
+    connection) cost no round trip of their own (each is tens of ms to a remote Neon). Read-only
+    transactions read one snapshot (REPEATABLE READ), so a page and the totals beside it always agree.
+    :func:`_own_transactions` ends them."""
+    from psycopg2.extensions import TRANSACTION_STATUS_IDLE  # type: ignore[import-untyped]
+
+    writing = f"BEGIN; SET LOCAL statement_timeout = {timeout_ms}; "
+    reading = f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; "
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _begin(
+        connection: Connection, cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
+    ) -> tuple[str, Any]:
+        if cursor.connection.info.transaction_status != TRANSACTION_STATUS_IDLE or not connection.in_transaction():
+            return statement, parameters
+        begin = reading if connection.get_execution_options().get(READ_ONLY) else writing
+        if many:  # an executemany repeats its SQL for each set of parameters: BEGIN goes first, alone
+            with cursor.connection.cursor() as plain:
+                plain.execute(begin)
+            return statement, parameters
+        return begin + statement, parameters  # one simple query; the cursor holds the result of the last part
+
+
+@functools.cache
+def _own_transactions() -> type:
+    """psycopg2 connections whose transactions budget-mcp opens itself (see :func:`_begin_with_first_statement`):
+    the driver is in autocommit mode, so it sends no BEGIN of its own, and ``commit()`` / ``rollback()``
+    (SQLAlchemy's, and the pool's rollback when a connection is returned) end the transaction the server
+    reports open. A connection can therefore never go back to the pool inside a transaction. Server-side
+    cursors are unavailable (psycopg2 refuses them in autocommit mode): read in keyset-paged batches."""
+    from psycopg2.extensions import TRANSACTION_STATUS_IDLE, connection  # type: ignore[import-untyped]
+
+    class OwnTransactions(connection):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.autocommit = True
+
+        def commit(self) -> None:
+            self._end("COMMIT")
+
+        def rollback(self) -> None:
+            self._end("ROLLBACK")
+
+        def _end(self, command: str) -> None:
+            if self.closed or self.info.transaction_status == TRANSACTION_STATUS_IDLE:
+                super().rollback()  # nothing to end: a no-op in autocommit mode ("connection already closed" if so)
+                return
+            with self.cursor() as cursor:
+                cursor.execute(command)
+
+    return OwnTransactions
 
 
 def _postgresql_connect_args(options: EngineOptions) -> dict[str, Any]:

@@ -672,12 +672,19 @@ def export_expenses(
 
 def stream_export(session: Session, query: ExportQuery, format: ExportFormat, *, batch: int = 1000) -> Iterator[str]:
     """Every matching expense, oldest first, as pieces of CSV or JSON text, read from the database a batch at
-    a time (a server-side cursor on PostgreSQL): memory stays flat however many there are."""
-    rows: Iterable[Row[Any]] = []
-    if query.user_id is not None:
-        stmt = repo.expenses_in_date_order(query.user_id, query.where, after=None)
-        rows = session.execute(stmt.execution_options(yield_per=batch))
-    yield from export_chunks(rows, format, batch=batch)
+    a time (keyset pages, in the session's one transaction): memory stays flat however many there are."""
+    yield from export_chunks(_in_batches(session, query, batch), format, batch=batch)
+
+
+def _in_batches(session: Session, query: ExportQuery, batch: int) -> Iterator[Row[Any]]:
+    after: tuple[date, int] | None = None
+    while query.user_id is not None:
+        stmt = repo.expenses_in_date_order(query.user_id, query.where, after=after).limit(batch)
+        rows = session.execute(stmt).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1].spent_on, rows[-1].id)
 
 
 def export_chunks(rows: Iterable[Row[Any]], format: ExportFormat, *, batch: int = 1000) -> Iterator[str]:

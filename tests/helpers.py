@@ -35,13 +35,13 @@ async def ok(client: Client, tool: str, /, **arguments: Any) -> dict[str, Any]:
     return result.structured_content
 
 
-_TIMEOUT_FIRST = re.compile(r"^(SET LOCAL statement_timeout = \d+); ")
+_OPENING = re.compile(r"^(BEGIN[^;]*); (SET LOCAL statement_timeout = \d+); ")
 
 
 def statements_in(sql: str) -> list[str]:
-    """The statements one execute sends: on PostgreSQL a transaction's first carries its SET LOCAL too."""
-    timeout = _TIMEOUT_FIRST.match(sql)
-    return [timeout.group(1), sql[timeout.end() :]] if timeout else [sql]
+    """The statements one execute sends: on PostgreSQL a transaction's first carries its BEGIN and SET LOCAL."""
+    opening = _OPENING.match(sql)
+    return [opening.group(1), opening.group(2), sql[opening.end() :]] if opening else [sql]
 
 
 def as_stored(answer: dict[str, Any]) -> dict[str, Any]:

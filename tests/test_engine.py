@@ -14,18 +14,19 @@ import pytest
 from mcp import Client
 from pydantic import ValidationError
 from sqlalchemy import create_engine, event, func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from budget_mcp.config import Settings
 from budget_mcp.db import SCHEMA_HEAD, EngineOptions, engine_profile, make_engine, make_session_factory, upgrade_schema
 from budget_mcp.errors import DatabaseUnavailable
-from budget_mcp.models import Change, Expense
+from budget_mcp.models import Change, Expense, User
 from budget_mcp.server import build_server
 from budget_mcp.transactions import RetryPolicy, migrate, run_in_transaction
 
 from conftest import make_settings
-from helpers import LUNCH, ok, seed_categories
+from helpers import LUNCH, empty_tables, ok, seed_categories
 from pgserver import PostgresInstance
 
 PASSWORD = "s3cret-Pa55word"
@@ -174,7 +175,16 @@ def test_the_statement_timeout_lasts_only_as_long_as_each_transaction(postgres_u
         engine.dispose()
 
 
-def test_the_statement_timeout_travels_with_each_transactions_first_statement(postgres_url: str) -> None:
+@pytest.fixture
+def empty_postgres(postgres_url: str) -> Iterator[str]:
+    empty_tables(postgres_url)
+    try:
+        yield postgres_url
+    finally:
+        empty_tables(postgres_url)
+
+
+def test_each_transaction_begins_in_the_same_query_as_its_first_statement(postgres_url: str) -> None:
     settings = make_settings(postgres_url, statement_timeout=1.5)
     engine = make_engine(settings.url, EngineOptions.from_settings(settings))
     sent: list[str] = []
@@ -187,23 +197,73 @@ def test_the_statement_timeout_travels_with_each_transactions_first_statement(po
         for _ in range(2):
             with engine.begin() as connection:
                 assert connection.execute(text("SELECT current_setting('statement_timeout')")).scalar() == "1500ms"
-                assert connection.execute(text("SELECT 1")).scalar() == 1
+                assert connection.execute(text("SELECT current_setting('transaction_isolation')")).scalar() == (
+                    "read committed"
+                )
     finally:
         engine.dispose()
-    # No round trip of its own: psycopg2's BEGIN, then the timeout and the first statement as one query.
-    first = "SET LOCAL statement_timeout = 1500; SELECT current_setting('statement_timeout')"
-    assert sent == [first, "SELECT 1"] * 2
+    # No round trip for BEGIN or SET LOCAL: they and the first statement are one query.
+    first = "BEGIN; SET LOCAL statement_timeout = 1500; SELECT current_setting('statement_timeout')"
+    assert sent == [first, "SELECT current_setting('transaction_isolation')"] * 2
 
 
-def test_a_transaction_that_starts_with_a_server_side_cursor_gets_the_statement_timeout_too(postgres_url: str) -> None:
-    settings = make_settings(postgres_url, statement_timeout=1.5)
-    engine = make_engine(settings.url, EngineOptions.from_settings(settings))
+def test_a_read_only_transaction_reads_one_snapshot_and_cannot_write(empty_postgres: str) -> None:
+    engine = make_engine(make_settings(empty_postgres).url)
+    factory = make_session_factory(engine, read_only=True)
+    try:
+        with factory.begin() as reading:
+            before = reading.scalar(select(func.count()).select_from(User))
+            with engine.begin() as writing:  # another call commits a change meanwhile
+                writing.execute(User.__table__.insert(), {"name": "meanwhile"})
+            assert reading.scalar(select(func.count()).select_from(User)) == before  # a page and its totals agree
+            assert reading.scalar(text("SELECT current_setting('transaction_isolation')")) == "repeatable read"
+        with pytest.raises(InternalError, match="read-only transaction"), factory.begin() as reading:
+            reading.execute(User.__table__.insert(), {"name": "no"})
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_goes_back_to_the_pool_with_no_transaction_open_whatever_ended_the_last(
+    empty_postgres: str,
+) -> None:
+    engine = make_engine(make_settings(empty_postgres).url, EngineOptions(pool_size=1))
+    observer = create_engine(make_settings(empty_postgres).url, poolclass=NullPool)
+
+    def server_state(pid: int) -> str:
+        with observer.connect() as connection:
+            state = "SELECT state FROM pg_stat_activity WHERE pid = :pid"
+            return str(connection.execute(text(state), {"pid": pid}).scalar())
+
     try:
         with engine.begin() as connection:
-            streamed = connection.execution_options(yield_per=10).execute(
-                text("SELECT current_setting('statement_timeout') FROM generate_series(1, 25)")
-            )
-            assert {value for (value,) in streamed} == {"1500ms"}
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as connection:  # closed without a commit
+            connection.execute(User.__table__.insert(), {"name": "unsaid"})
+        assert server_state(pid) == "idle"
+        with pytest.raises(ZeroDivisionError), engine.begin() as connection:  # failed
+            connection.execute(User.__table__.insert(), {"name": "failed"})
+            raise ZeroDivisionError
+        assert server_state(pid) == "idle"
+        with pytest.raises(IntegrityError), engine.begin() as connection:  # a statement failed
+            connection.execute(User.__table__.insert(), [{"name": "twice"}, {"name": "twice"}])
+        assert server_state(pid) == "idle"
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid  # the same connection
+            assert connection.execute(select(User.name)).all() == []
+    finally:
+        engine.dispose()
+        observer.dispose()
+
+
+def test_an_executemany_that_opens_a_transaction_runs_in_it(empty_postgres: str) -> None:
+    engine = make_engine(make_settings(empty_postgres).url)
+    rows = [{"name": f"user {i}"} for i in range(3)]
+    try:
+        with pytest.raises(ZeroDivisionError), engine.begin() as connection:
+            connection.exec_driver_sql("INSERT INTO users (name, created_at) VALUES (%(name)s, now())", rows)
+            raise ZeroDivisionError  # rolled back: all three or none
+        with engine.connect() as connection:
+            assert connection.execute(select(func.count()).select_from(User)).scalar() == 0
     finally:
         engine.dispose()
 

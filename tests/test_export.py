@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from budget_mcp import imports
 from budget_mcp.cli import main
+from budget_mcp.config import Settings
 from budget_mcp.db import make_engine, make_session_factory, upgrade_schema
 from budget_mcp.money import format_amount
 from budget_mcp.schemas import StatementOptions
@@ -128,6 +129,29 @@ async def test_export_pages_follow_their_cursor_without_skipping_or_repeating(cl
     assert seen == [f"n{n}" for n in range(17)] + ["later"]
     other = await fails(client, "export_expenses", format=format, currency="USD", cursor=cursors[0])
     assert "cursor is not valid here" in other  # a cursor continues only the export it came from
+
+
+@pytest.mark.parametrize("batch", [1, 4, 5, 100])
+async def test_a_streamed_export_reads_batch_after_batch_without_skipping_or_repeating(
+    client: Client, settings: Settings, batch: int
+) -> None:
+    await seed_categories(client, "Food")
+    for n in range(8):  # many on one day: a batch must continue after the right one of them
+        await ok(client, "create_expense", amount="1.00", category="Food", description=f"n{n}", spent_on="2026-03-01")
+    await ok(client, "create_expense", amount="1.00", category="Food", description="later", spent_on="2026-03-02")
+    await ok(client, "create_expense", amount="1.00", category="Food", description="first", spent_on="2026-02-27")
+    caller = Caller(user=settings.user, default_currency="USD", timezone=UTC)
+    engine = make_engine(settings.url)
+    try:
+        with make_session_factory(engine, read_only=True).begin() as session:
+            query = imports.export_query(
+                session, caller, format="csv", days=(None, None, None), category=None, currency=None
+            )
+            text = "".join(imports.stream_export(session, query, "csv", batch=batch))
+    finally:
+        engine.dispose()
+    described = [line["description"] for line in csv.DictReader(io.StringIO(text))]
+    assert described == ["first", *(f"n{n}" for n in range(8)), "later"]
 
 
 async def test_an_exported_csv_imports_back_adding_nothing_under_its_source_with_every_amount_exact(

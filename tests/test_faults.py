@@ -384,7 +384,7 @@ async def test_two_agents_sharing_one_server_connection_see_only_their_own_work(
         handle.seek(start)
         statements = re.findall(r"LOG:\s+statement: (.*)", handle.read())
     assert any("INSERT INTO expenses" in s for s in statements), "log_statement did not capture the workload"
-    assert any(s.startswith("SET LOCAL statement_timeout") for s in statements)
+    assert any(s.startswith("BEGIN; SET LOCAL statement_timeout = ") for s in statements)
     # PgBouncer itself replays each client's startup parameters on the shared connection (that is how it
     # keeps them per client); everything else came from budget-mcp and must not touch session state.
     ours = [s for s in statements if not PGBOUNCER_PARAMETER_SYNC.match(s)]
