@@ -323,10 +323,16 @@ def _transaction(
     read_only: bool = False,
     error: type[Exception] = ToolError,
 ) -> T:
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError  # loaded by state.database() by now
-
     try:
         database = state.database()
+    except BudgetError as failure:
+        raise error(str(failure)) from failure
+    # Only now: state.database() loads the database layer under its lock. Importing SQLAlchemy here first
+    # would race the warm-up thread's import of it, and on Python 3.11 one of two threads importing the same
+    # package at once can see a module half loaded (AttributeError: partially initialized module).
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+    try:
         caller = state.caller_now(database)
         return transactions.run_in_transaction(
             database.reader if read_only else database.writer,
@@ -379,24 +385,31 @@ class _TokenVerifier:
             return None
 
         def check() -> str | None:
-            database = state.database()
-            return transactions.run_in_transaction(
-                database.reader, lambda session: tokens.user_for_token(session, token), policy=database.policy
-            )
+            database = state.database()  # loads the database layer (SQLAlchemy) first, under its lock
+            from sqlalchemy.exc import SQLAlchemyError
 
-        from sqlalchemy.exc import SQLAlchemyError  # imported by the database layer already
+            try:
+                return transactions.run_in_transaction(
+                    database.reader, lambda session: tokens.user_for_token(session, token), policy=database.policy
+                )
+            except SQLAlchemyError as error:
+                raise _unchecked(error) from error
 
         try:
             user = await anyio.to_thread.run_sync(check)
-        except (BudgetError, SQLAlchemyError) as error:
-            # Not the token's fault: answering 401 would tell the client to throw a good token away.
-            logger.warning("could not check a bearer token: %s", error)
-            raise _TokenCheckUnavailable from error
+        except BudgetError as error:
+            raise _unchecked(error) from error
         return AccessToken(token=token, client_id=user, scopes=[]) if user is not None else None
 
 
 class _TokenCheckUnavailable(Exception):
     """The database could not say whether a bearer token is valid."""
+
+
+def _unchecked(error: Exception) -> _TokenCheckUnavailable:
+    # Not the token's fault: answering 401 would tell the client to throw a good token away.
+    logger.warning("could not check a bearer token: %s", error)
+    return _TokenCheckUnavailable()
 
 
 class _AnswerUnavailable:
