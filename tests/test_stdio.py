@@ -346,3 +346,47 @@ async def test_a_database_created_after_the_server_started_is_used_without_a_res
             assert as_stored(await ok(client, "create_category", name="Food")) == {"name": "Food", "expense_count": 0}
     finally:
         postgres.drop_database(name)
+
+
+# --- loading the database layer -----------------------------------------------------------------------
+
+# Run in a fresh interpreter (SQLAlchemy not imported yet): notes every SQLAlchemy module imported from
+# anywhere but AppState._open, which loads the database layer under the state's lock while other threads
+# wait. Two threads importing one package at once can see a module half loaded on Python 3.11.
+IMPORT_WATCH = """
+import sys, threading, importlib.abc, anyio
+from mcp import Client
+outside = []
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] == "sqlalchemy":
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_qualname != "AppState._open":
+                frame = frame.f_back
+            if frame is None:
+                outside.append(f"{name} in {threading.current_thread().name}")
+        return None
+
+sys.meta_path.insert(0, Watch())
+from budget_mcp.config import Settings
+from budget_mcp.server import build_server
+assert "sqlalchemy" not in sys.modules
+
+async def main():
+    settings = Settings(database_url=sys.argv[1], _env_file=None, user="alice")
+    async with Client(build_server(settings)) as client:  # the call comes before the warm-up starts
+        assert not (await client.call_tool("list_categories", {})).is_error
+        assert not (await client.call_tool("create_category", {"name": "Food"})).is_error
+
+anyio.run(main)
+print("\\n".join(outside) or "none")
+"""
+
+
+def test_only_the_thread_that_opens_the_database_imports_sqlalchemy(database_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_WATCH, database_url], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
