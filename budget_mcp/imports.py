@@ -677,8 +677,10 @@ def stream_export(session: Session, query: ExportQuery, format: ExportFormat, *,
 
 
 def _in_batches(session: Session, query: ExportQuery, batch: int) -> Iterator[Row[Any]]:
+    if query.user_id is None:  # a user who never recorded anything
+        return
     after: tuple[date, int] | None = None
-    while query.user_id is not None:
+    while True:
         stmt = repo.expenses_in_date_order(query.user_id, query.where, after=after).limit(batch)
         rows = session.execute(stmt).all()
         yield from rows
