@@ -10,7 +10,6 @@ import gc
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,13 +59,11 @@ class _MaskSecrets(logging.Filter):
         super().__init__()
         self._settings = settings
         self._secrets: list[str] | None = None  # found on the first line logged (see _secrets)
-        self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        with self._lock:
-            if self._secrets is None:
-                self._secrets = _secrets(self._settings)
-            secrets = self._secrets
+        secrets = self._secrets
+        if secrets is None:  # threads logging at once may each find them: the same list, no lock held meanwhile
+            secrets = self._secrets = _secrets(self._settings)
         if secrets:
             message = record.getMessage()
             for secret in secrets:
@@ -100,8 +97,8 @@ def _secrets(settings: Settings) -> list[str]:
         ]
     try:
         parsed = [settings.url, settings.migration_url]
-    except ValueError:  # SQLAlchemy cannot read it: the database cannot be opened, and the above masks what it can
-        parsed = []
+    except Exception:  # SQLAlchemy cannot read it (the database cannot be opened) or not load: the above masks
+        parsed = []  # what it can, and a log filter must never fail the call that logs (say, an error reply)
     for url in parsed:
         values += [url.password, *(v for k, v in url.query.items() if "password" in k.lower() and isinstance(v, str))]
     found: set[str] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
+import threading
 import unicodedata
 from datetime import date, datetime, tzinfo
 from pathlib import Path
@@ -19,6 +20,19 @@ from .money import normalize_currency
 
 if TYPE_CHECKING:  # SQLAlchemy is imported where a URL is used, not to read the settings (see _url_facts)
     from sqlalchemy.engine import URL
+
+_LOADING_SQLALCHEMY = threading.RLock()
+
+
+def load_sqlalchemy() -> None:
+    """Import SQLAlchemy (its core and ORM), one thread at a time; call it before any import of it. budget-mcp
+    imports it when first needed, in whichever thread needs it (a server answers the handshake without it),
+    and on Python 3.11 two threads importing it at once can see one of its modules half loaded ("partially
+    initialized module"), which then stays broken for the life of the process. Once loaded, this costs a
+    lock and a lookup."""
+    with _LOADING_SQLALCHEMY:
+        import sqlalchemy.orm  # noqa: F401  (the package first, then its ORM)
+
 
 APP_NAME = "budget-mcp"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -157,6 +171,7 @@ class Settings(BaseSettings):
     def url(self) -> URL:
         """The database URL to connect with, normalised (psycopg2 for PostgreSQL, absolute SQLite path)."""
         if self.database_url is None:
+            load_sqlalchemy()
             from sqlalchemy.engine import URL
 
             return URL.create("sqlite+pysqlite", database=str(default_database_path()))
@@ -275,6 +290,7 @@ def _require_tls(name: str, backend: str, hosts: tuple[str, ...], sslmode: str |
 
 def normalize_database_url(raw: str) -> URL:
     """Parse a user's URL; ``postgres://`` and ``postgresql://`` use psycopg2 (safe behind PgBouncer)."""
+    load_sqlalchemy()
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -324,6 +340,7 @@ def _is_local_host(host: str) -> bool:
 def redact_url(url: URL | str) -> str:
     """Render a URL for logs and messages with its password (also one given as a query parameter) masked."""
     if isinstance(url, str):
+        load_sqlalchemy()
         from sqlalchemy.engine import make_url
         from sqlalchemy.exc import ArgumentError
 

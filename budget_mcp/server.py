@@ -41,7 +41,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
-from .config import Settings, max_connections
+from .config import Settings, load_sqlalchemy, max_connections
 from .errors import BudgetError, DatabaseUnavailable
 from .schemas import (
     DASHBOARD_MAX_MONTHS,
@@ -236,6 +236,7 @@ class AppState:
             return self._database
 
     def _open(self) -> Database:
+        load_sqlalchemy()
         from .db import EngineOptions, make_engine, make_session_factory  # see _lazy_module
 
         _load_lazy_modules()
@@ -327,10 +328,7 @@ def _transaction(
         database = state.database()
     except BudgetError as failure:
         raise error(str(failure)) from failure
-    # Only now: state.database() loads the database layer under its lock. Importing SQLAlchemy here first
-    # would race the warm-up thread's import of it, and on Python 3.11 one of two threads importing the same
-    # package at once can see a module half loaded (AttributeError: partially initialized module).
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError  # loaded by state.database() (load_sqlalchemy)
 
     try:
         caller = state.caller_now(database)

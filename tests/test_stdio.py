@@ -350,43 +350,45 @@ async def test_a_database_created_after_the_server_started_is_used_without_a_res
 
 # --- loading the database layer -----------------------------------------------------------------------
 
-# Run in a fresh interpreter (SQLAlchemy not imported yet): notes every SQLAlchemy module imported from
-# anywhere but AppState._open, which loads the database layer under the state's lock while other threads
-# wait. Two threads importing one package at once can see a module half loaded on Python 3.11.
+# The real server (budget_mcp.cli.main over stdio) in a fresh interpreter, which notes on stderr, at exit,
+# every SQLAlchemy module imported outside config.load_sqlalchemy before SQLAlchemy and its ORM are loaded:
+# that function loads them one thread at a time (two threads importing them at once can see a module half
+# loaded on Python 3.11). Later imports of a dialect or such are SQLAlchemy's own, on a loaded package.
 IMPORT_WATCH = """
-import sys, threading, importlib.abc, anyio
-from mcp import Client
+import atexit, sys, importlib.abc, threading
 outside = []
+
+def loaded():
+    orm = sys.modules.get("sqlalchemy.orm")
+    return orm is not None and not getattr(orm.__spec__, "_initializing", False)
 
 class Watch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] == "sqlalchemy":
+        if name.partition(".")[0] == "sqlalchemy" and not loaded():
             frame = sys._getframe(1)
-            while frame is not None and frame.f_code.co_qualname != "AppState._open":
+            while frame is not None and frame.f_code.co_name != "load_sqlalchemy":
                 frame = frame.f_back
             if frame is None:
                 outside.append(f"{name} in {threading.current_thread().name}")
         return None
 
 sys.meta_path.insert(0, Watch())
-from budget_mcp.config import Settings
-from budget_mcp.server import build_server
-assert "sqlalchemy" not in sys.modules
-
-async def main():
-    settings = Settings(database_url=sys.argv[1], _env_file=None, user="alice")
-    async with Client(build_server(settings)) as client:  # the call comes before the warm-up starts
-        assert not (await client.call_tool("list_categories", {})).is_error
-        assert not (await client.call_tool("create_category", {"name": "Food"})).is_error
-
-anyio.run(main)
-print("\\n".join(outside) or "none")
+atexit.register(lambda: print(f"imported outside load_sqlalchemy: {outside}", file=sys.stderr))
+from budget_mcp.cli import main
+raise SystemExit(main())
 """
 
 
-def test_only_the_thread_that_opens_the_database_imports_sqlalchemy(database_url: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_WATCH, database_url], capture_output=True, text=True, timeout=TIMEOUT
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "none"
+@pytest.mark.anyio
+async def test_sqlalchemy_is_only_imported_by_load_sqlalchemy_whichever_thread_needs_it_first(
+    tmp_path: Path, database_url: str
+) -> None:
+    errlog = tmp_path / "stderr.log"
+    params = parameters(tmp_path, database_url, BUDGET_MCP_LOG_LEVEL="DEBUG")  # every thread logs, masked
+    params = StdioServerParameters(command=sys.executable, args=["-c", IMPORT_WATCH], env=params.env, cwd=tmp_path)
+    with errlog.open("w") as stderr:
+        async with Client(stdio_client(params, errlog=stderr)) as client:
+            await ok(client, "list_categories")  # before the warm-up: this call opens the database itself
+            await ok(client, "create_category", name="Food")
+            assert "Unknown tool" in await fails(client, "no_such_tool")
+    assert "imported outside load_sqlalchemy: []" in errlog.read_text()
