@@ -158,8 +158,8 @@ def _begin_with_first_statement(engine: Engine, timeout_ms: int) -> None:
     :func:`_own_transactions` ends them."""
     from psycopg2.extensions import TRANSACTION_STATUS_IDLE  # type: ignore[import-untyped]
 
-    writing = f"BEGIN; SET LOCAL statement_timeout = {timeout_ms}; "
-    reading = f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; "
+    timeout = f"SET LOCAL statement_timeout = {timeout_ms}"
+    writing, reading = f"BEGIN; {timeout}; ", f"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {timeout}; "
 
     @event.listens_for(engine, "before_cursor_execute", retval=True)
     def _begin(

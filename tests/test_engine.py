@@ -255,13 +255,17 @@ def test_a_connection_goes_back_to_the_pool_with_no_transaction_open_whatever_en
         observer.dispose()
 
 
-def test_an_executemany_that_opens_a_transaction_runs_in_it(empty_postgres: str) -> None:
+def test_an_executemany_that_opens_a_transaction_runs_in_it(
+    empty_postgres: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sqlalchemy.dialects.postgresql")  # where SQLAlchemy puts server notices
     engine = make_engine(make_settings(empty_postgres).url)
     rows = [{"name": f"user {i}"} for i in range(3)]
     try:
         with pytest.raises(ZeroDivisionError), engine.begin() as connection:
             connection.exec_driver_sql("INSERT INTO users (name, created_at) VALUES (%(name)s, now())", rows)
             raise ZeroDivisionError  # rolled back: all three or none
+        assert "already a transaction in progress" not in caplog.text  # one BEGIN, not one per row
         with engine.connect() as connection:
             assert connection.execute(select(func.count()).select_from(User)).scalar() == 0
     finally:
