@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Date, delete, func, insert, or_, select
+from sqlalchemy import Date, Row, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import Base, UTCDateTime, utcnow
+from .db import Base, UTCDateTime, table_of, utcnow
 from .errors import Conflict, NotFound
 from .models import Budget, Category, CategoryRule, Change, ChangeItem, Expense, ImportedRow, StatementImport
 
@@ -31,6 +31,8 @@ ENTITIES: dict[str, type[Base]] = {
 _ENTITY_OF = {model: name for name, model in ENTITIES.items()}
 _NOT_SNAPSHOTTED = {"updated_at"}  # bookkeeping, set anew whenever a row changes (an undo included)
 _CHUNK = 500
+_INSERT_CHANGE = insert(table_of(Change))
+_INSERT_ITEM = insert(table_of(ChangeItem))
 
 Snapshot = dict[str, Any]
 
@@ -60,6 +62,17 @@ def created(row: Base) -> Item:
     return Item(_ENTITY_OF[type(row)], row.id, None, snapshot(row))  # type: ignore[attr-defined]
 
 
+def inserted(entity: str, row: Row[Any]) -> Item:
+    """:func:`created` for a row read back from a Core INSERT (all of its table's columns)."""
+    values = row._mapping
+    after = {
+        key: value.isoformat() if isinstance(value, (date, datetime)) else value
+        for key, value in values.items()
+        if key not in _NOT_SNAPSHOTTED
+    }
+    return Item(entity, values["id"], None, after)
+
+
 def updated(before: Snapshot, row: Base) -> Item:
     return Item(_ENTITY_OF[type(row)], row.id, before, snapshot(row))  # type: ignore[attr-defined]
 
@@ -68,19 +81,32 @@ def deleted(before: Snapshot, model: type[Base]) -> Item:
     return Item(_ENTITY_OF[model], before["id"], before, None)
 
 
-def record(session: Session, user_id: int, tool: str, summary: str, items: Sequence[Item]) -> Change:
-    """Write one audit entry for a change made in this transaction (rows left unchanged are not logged)."""
-    change = Change(user_id=user_id, tool=tool, summary=summary[:500], request_key=_claim_request_key(session))
-    session.add(change)
-    session.flush()
+def record(
+    session: Session, user_id: int, tool: str, summary: str, items: Sequence[Item], *, undoes: int | None = None
+) -> int:
+    """Write one audit entry for a change made in this transaction (rows left unchanged are not logged) and
+    return its id. Core INSERTs on the tables, not the unit of work: every write pays for this, and the ORM's
+    bookkeeping for two rows nobody reads back costs several times the SQL."""
+    session.flush()  # the rows the items name are written first
+    values = {
+        "user_id": user_id,
+        "tool": tool,
+        "summary": summary[:500],
+        "undoes_id": undoes,
+        "request_key": _claim_request_key(session),
+    }
+    change_id: int = session.execute(_INSERT_CHANGE, values).inserted_primary_key[0]  # type: ignore[attr-defined]
     rows = [
-        {"change_id": change.id, "entity": i.entity, "entity_id": i.entity_id, "before": i.before, "after": i.after}
+        {"change_id": change_id, "entity": i.entity, "entity_id": i.entity_id, "before": i.before, "after": i.after}
         for i in items
         if i.before != i.after
     ]
-    for start in range(0, len(rows), _CHUNK):
-        session.execute(insert(ChangeItem), rows[start : start + _CHUNK])
-    return change
+    if len(rows) == 1:
+        session.execute(_INSERT_ITEM, rows[0])  # one row: a plain INSERT, not the executemany machinery
+    else:
+        for start in range(0, len(rows), _CHUNK):
+            session.execute(_INSERT_ITEM, rows[start : start + _CHUNK])
+    return change_id
 
 
 REQUEST_KEY = "budget_mcp.request_key"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, inspect
+from sqlalchemy import DateTime, Engine, MetaData, String, Table, create_engine, event, inspect
 from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -75,6 +75,13 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's table, for Core statements where the ORM's per-row bookkeeping would cost more than the SQL."""
+    table = model.__table__
+    assert isinstance(table, Table), model
+    return table
 
 
 Profile = Literal["sqlite", "postgresql", "pooled"]

@@ -322,7 +322,7 @@ def import_statement(
 
     counts: Counter[str] = Counter(entry.status for entry in entries)
     record = None
-    change = None
+    change_id = None
     if to_add:
         record = StatementImport(
             user_id=user_id,
@@ -336,7 +336,7 @@ def import_statement(
         session.add(record)
         session.flush()
         _insert(session, user_id, record.id, to_add, uncategorized, progress)
-        change = audit.record(
+        change_id = audit.record(
             session,
             user_id,
             "import_expenses_csv",
@@ -345,7 +345,7 @@ def import_statement(
             + f": {_totals_text(to_add)}",
             [audit.created(record)],
         )
-        record.change_id = change.id
+        record.change_id = change_id
         session.flush()
 
     def category_of(filed: _Filed) -> str:
@@ -372,8 +372,8 @@ def import_statement(
         categories=dict(by_category.most_common()),
         preview=[_preview(e, category_of(e.filed) if e.filed else None) for e in page],
         next_cursor=encode_cursor(kind, offset + preview_limit) if more else None,
-        message=_message(len(to_add), counts, dry_run=dry_run, change_id=change.id if change else None),
-        **receipt(change, dry_run),
+        message=_message(len(to_add), counts, dry_run=dry_run, change_id=change_id),
+        **receipt(change_id, dry_run),
     )
 
 
@@ -561,8 +561,10 @@ def add_category_rule(
         session.flush()
         item = audit.updated(before, rule)
         summary = f"rule {pattern!r} now files into {target.name} (was {replaced})"
-    change = audit.record(session, user_id, "add_category_rule", summary, [item]) if item.before != item.after else None
-    return CategoryRuleChange(rule=_rule_out(rule, target.name), replaced=replaced, **receipt(change, dry_run))
+    change_id = (
+        audit.record(session, user_id, "add_category_rule", summary, [item]) if item.before != item.after else None
+    )
+    return CategoryRuleChange(rule=_rule_out(rule, target.name), replaced=replaced, **receipt(change_id, dry_run))
 
 
 def delete_category_rule(session: Session, caller: Caller, pattern: str, *, dry_run: bool) -> CategoryRuleChange:
@@ -575,14 +577,14 @@ def delete_category_rule(session: Session, caller: Caller, pattern: str, *, dry_
     out = _rule_out(rule, category)
     session.delete(rule)
     session.flush()
-    change = audit.record(
+    change_id = audit.record(
         session,
         rule.user_id,
         "delete_category_rule",
         f"deleted rule {rule.pattern!r} -> {category}",
         [audit.deleted(before, CategoryRule)],
     )
-    return CategoryRuleChange(rule=out, replaced=None, **receipt(change, dry_run))
+    return CategoryRuleChange(rule=out, replaced=None, **receipt(change_id, dry_run))
 
 
 def list_category_rules(session: Session, caller: Caller, *, limit: int, cursor: str | None) -> CategoryRuleList:

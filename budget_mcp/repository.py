@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, and_, case, func, insert, literal, or_, select, text
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, literal, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import day_key, month_key, unicode_lower, week_key
+from .db import day_key, month_key, table_of, unicode_lower, week_key
 from .models import Budget, Category, CategoryRule, Expense, ImportedRow, User
 
 
@@ -70,6 +70,28 @@ def find_users_category(session: Session, user_name: str, key: str) -> Category 
     return session.scalar(stmt)
 
 
+class CategoryRef(NamedTuple):
+    """A category as the calls that only file under it or read it need it: no ORM object to load."""
+
+    id: int
+    user_id: int
+    name: str
+
+
+_categories, _users, _expenses = table_of(Category), table_of(User), table_of(Expense)
+_USERS_CATEGORY_REF = (
+    select(_categories.c.id, _categories.c.user_id, _categories.c.name)
+    .join(_users, _users.c.id == _categories.c.user_id)
+    .where(_users.c.name == bindparam("user_name"), _categories.c.name_key == bindparam("key"))
+)
+
+
+def users_category_ref(session: Session, user_name: str, key: str) -> CategoryRef | None:
+    """:func:`find_users_category` for the hot paths: one Core statement, built once, read as a tuple."""
+    row = session.execute(_USERS_CATEGORY_REF, {"user_name": user_name, "key": key}).first()
+    return CategoryRef(*row) if row is not None else None
+
+
 def category_names(session: Session, user_id: int, limit: int) -> list[str]:
     """Up to ``limit`` of the user's category names, alphabetically: enough to suggest the right one."""
     stmt = select(Category.name).where(Category.user_id == user_id).order_by(Category.name_key).limit(limit)
@@ -111,24 +133,30 @@ def get_expense(session: Session, user_id: int, expense_id: int) -> Expense | No
     return session.scalar(select(Expense).where(Expense.user_id == user_id, Expense.id == expense_id))
 
 
-def add_expense(session: Session, **values: Any) -> Expense | None:
-    """Insert an expense and return it, or None when the user's ``idempotency_key`` in ``values`` is taken:
-    then the INSERT does nothing (ON CONFLICT DO NOTHING), so a repeated key costs no failed statement and
-    no savepoint, and concurrent repeats still store exactly one row (the unique key decides)."""
-    bind = session.get_bind()
-    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(Expense)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=[Expense.user_id, Expense.idempotency_key])
+_INSERT_EXPENSE = {
+    name: dialect.insert(_expenses).on_conflict_do_nothing(
+        index_elements=[_expenses.c.user_id, _expenses.c.idempotency_key]
     )
-    if bind.dialect.insert_returning:
-        return session.scalars(stmt.returning(Expense)).one_or_none()
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_INSERT_EXPENSE_RETURNING = {name: stmt.returning(*_expenses.c) for name, stmt in _INSERT_EXPENSE.items()}
+
+
+def add_expense(session: Session, **values: Any) -> Row[Any] | None:
+    """Insert an expense and return it as stored (a row of the table's columns), or None when the user's
+    ``idempotency_key`` in ``values`` is taken: then the INSERT does nothing (ON CONFLICT DO NOTHING), so a
+    repeated key costs no failed statement and no savepoint, and concurrent repeats still store exactly one
+    row (the unique key decides). A Core statement built once: the ORM's bookkeeping for the new object
+    costs several times the INSERT, and nothing here needs the object."""
+    dialect = session.get_bind().dialect
+    if dialect.insert_returning:
+        return session.execute(_INSERT_EXPENSE_RETURNING[dialect.name], values).one_or_none()
     # SQLite before 3.35 has no RETURNING (Python 3.11 on RHEL 9 links 3.34): read the new row by its id.
-    result = session.execute(stmt)
+    result = session.execute(_INSERT_EXPENSE[dialect.name], values)
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
-    return session.get(Expense, result.inserted_primary_key[0])  # type: ignore[attr-defined]
+    new_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
+    return session.execute(select(*_expenses.c).where(_expenses.c.id == new_id)).one()
 
 
 def expense_by_idempotency_key(session: Session, user_id: int, key: str) -> Expense | None:

@@ -103,9 +103,9 @@ def period_used(days: DateRange) -> PeriodUsed:
     return PeriodUsed(start_date=days.start, end_date=days.end, period=days.period)
 
 
-def receipt(change: Change | None, dry_run: bool) -> dict[str, Any]:
+def receipt(change_id: int | None, dry_run: bool) -> dict[str, Any]:
     """The audit fields of a write's answer (a dry run is rolled back, so its change never existed)."""
-    return {"change_id": None if dry_run or change is None else change.id, "dry_run": dry_run}
+    return {"change_id": None if dry_run else change_id, "dry_run": dry_run}
 
 
 # --- categories ---------------------------------------------------------------------------------------
@@ -120,8 +120,10 @@ def create_category(session: Session, caller: Caller, name: str) -> CategoryCrea
     if repo.count_categories(session, user_id) >= MAX_CATEGORIES:
         raise Conflict(f"a user may have at most {MAX_CATEGORIES} categories; reuse an existing one")
     category = repo.add_category(session, user_id, name, key)
-    change = audit.record(session, user_id, "create_category", f"created category {name!r}", [audit.created(category)])
-    return CategoryCreated(name=name, expense_count=0, change_id=change.id)
+    change_id = audit.record(
+        session, user_id, "create_category", f"created category {name!r}", [audit.created(category)]
+    )
+    return CategoryCreated(name=name, expense_count=0, change_id=change_id)
 
 
 def list_categories(session: Session, caller: Caller, *, limit: int, cursor: str | None) -> CategoryList:
@@ -145,6 +147,15 @@ def require_own_category(session: Session, caller: Caller, name: str) -> Categor
     if category is not None:
         return category
     return require_category(session, repo.find_user_id(session, caller.user), name)
+
+
+def own_category_ref(session: Session, caller: Caller, name: str) -> repo.CategoryRef:
+    """:func:`require_own_category` for calls that only need the category's id and name (no ORM object)."""
+    found = repo.users_category_ref(session, caller.user, category_key(name))
+    if found is not None:
+        return found
+    category = require_own_category(session, caller, name)  # NotFound, naming the closest ones
+    return repo.CategoryRef(category.id, category.user_id, category.name)  # pragma: no cover - created meanwhile
 
 
 def require_category(session: Session, user_id: int | None, name: str) -> Category:
@@ -187,9 +198,9 @@ def expense_out(expense: Expense | Row[Any], category_name: str) -> ExpenseOut:
     return ExpenseOut(**_expense_fields(expense, category_name))
 
 
-def expense_saved(expense: Expense, category_name: str, change: Change | None) -> ExpenseSaved:
+def expense_saved(expense: Expense | Row[Any], category_name: str, change_id: int | None) -> ExpenseSaved:
     """A write's answer: the expense as stored and the change that stored it (None: nothing changed)."""
-    return ExpenseSaved(**_expense_fields(expense, category_name), change_id=change.id if change else None)
+    return ExpenseSaved(**_expense_fields(expense, category_name), change_id=change_id)
 
 
 def create_expense(
@@ -199,7 +210,7 @@ def create_expense(
     the database's unique key decides, so retries racing each other still store exactly one row."""
     currency = new.currency or caller.default_currency
     amount_minor = to_minor_units(new.amount, currency)
-    category = require_own_category(session, caller, new.category)
+    category = own_category_ref(session, caller, new.category)
     user_id = category.user_id
     expense = repo.add_expense(
         session,
@@ -222,18 +233,24 @@ def create_expense(
                 "ran; nothing was recorded, call again to record it anew"
             )
         return _replay(session, first, new, currency, amount_minor, category, idempotency_key)
-    change = audit.record(
+    change_id = audit.record(
         session,
         user_id,
         "create_expense",
         f"recorded expense {expense.id}: {_describe(expense)} in {category.name}",
-        [audit.created(expense)],
+        [audit.inserted("expense", expense)],
     )
-    return expense_saved(expense, category.name, change)
+    return expense_saved(expense, category.name, change_id)
 
 
 def _replay(
-    session: Session, first: Expense, new: NewExpense, currency: str, amount_minor: int, category: Category, key: str
+    session: Session,
+    first: Expense,
+    new: NewExpense,
+    currency: str,
+    amount_minor: int,
+    category: repo.CategoryRef,
+    key: str,
 ) -> ExpenseSaved:
     """The first call's answer, if this call asks for the same expense as the first one with its key: the
     expense (as it is now) and the change that recorded it."""
@@ -252,10 +269,10 @@ def _replay(
             f"{_describe(first)}); use a new key for a new expense"
         )
     created = audit.first_change_of(session, first.user_id, "expense", first.id)
-    return expense_saved(first, first.category.name, created)
+    return expense_saved(first, first.category.name, created.id if created is not None else None)
 
 
-def _describe(expense: Expense) -> str:
+def _describe(expense: Expense | Row[Any]) -> str:
     return (
         f"{format_amount(expense.amount_minor, expense.currency)} {expense.currency} "
         f"{expense.description!r} on {expense.spent_on.isoformat()}"
@@ -318,16 +335,16 @@ def update_expense(session: Session, caller: Caller, expense_id: int, changes: E
     changed = sorted(
         _FIELD_NAMES.get(k, k) for k in item.after or {} if (item.before or {}).get(k) != (item.after or {}).get(k)
     )
-    change = None
+    change_id = None
     if changed:
-        change = audit.record(
+        change_id = audit.record(
             session,
             expense.user_id,
             "update_expense",
             f"changed {', '.join(changed)} of expense {expense.id} ({_describe(expense)})",
             [item],
         )
-    return expense_saved(expense, category.name, change)
+    return expense_saved(expense, category.name, change_id)
 
 
 _FIELD_NAMES = {"amount_minor": "amount", "category_id": "category", "spent_on": "day"}
@@ -339,14 +356,14 @@ def delete_expense(session: Session, caller: Caller, expense_id: int, *, dry_run
     before = audit.snapshot(expense)
     session.delete(expense)
     session.flush()
-    change = audit.record(
+    change_id = audit.record(
         session,
         expense.user_id,
         "delete_expense",
         f"deleted expense {expense_id}: {_describe(expense)} from {deleted.category}",
         [audit.deleted(before, Expense)],
     )
-    return ExpenseDeleted(expense=deleted, **receipt(change, dry_run))
+    return ExpenseDeleted(expense=deleted, **receipt(change_id, dry_run))
 
 
 def recategorize_expenses(
@@ -371,9 +388,9 @@ def recategorize_expenses(
         expense.category_id = target.id
         items.append(audit.updated(before, expense))
     session.flush()
-    change = None
+    change_id = None
     if items:
-        change = audit.record(
+        change_id = audit.record(
             session,
             target.user_id,
             "recategorize_expenses",
@@ -385,7 +402,7 @@ def recategorize_expenses(
         category=target.name,
         moved=[e.id for e in moving],
         already_there=[i for i in ids if i not in moving_ids],
-        **receipt(change, dry_run),
+        **receipt(change_id, dry_run),
     )
 
 
@@ -407,14 +424,14 @@ def rename_category(session: Session, caller: Caller, name: str, new_name: str) 
     before = audit.snapshot(category)
     category.name, category.name_key = new_name, key
     session.flush()
-    change = audit.record(
+    change_id = audit.record(
         session,
         category.user_id,
         "rename_category",
         f"renamed category {old!r} to {new_name!r}",
         [audit.updated(before, category)],
     )
-    return CategoryRenamed(old_name=old, name=new_name, **receipt(change, False))
+    return CategoryRenamed(old_name=old, name=new_name, **receipt(change_id, False))
 
 
 def merge_categories(session: Session, caller: Caller, source: str, target: str, *, dry_run: bool) -> CategoryRemoved:
@@ -506,7 +523,7 @@ def _remove_category(
     items.append(audit.deleted(before, Category))
     into = f" into {target.name!r}" if target is not None else ""
     rules = len(rules_moved) + len(rules_removed)
-    change = audit.record(
+    change_id = audit.record(
         session,
         source.user_id,
         tool,
@@ -523,7 +540,7 @@ def _remove_category(
         budgets_removed=dropped,
         rules_moved=rules_moved,
         rules_removed=rules_removed,
-        **receipt(change, dry_run),
+        **receipt(change_id, dry_run),
     )
 
 
@@ -633,7 +650,7 @@ def set_budget(
     items.append(audit.created(budget))
     out = _span_out(budget, found.name)
     through = out.through_month or "every month on"
-    change = audit.record(
+    change_id = audit.record(
         session,
         user_id,
         "set_budget",
@@ -647,7 +664,7 @@ def set_budget(
         through_month=out.through_month,
         budget=out,
         replaced=replaced,
-        **receipt(change, dry_run),
+        **receipt(change_id, dry_run),
     )
 
 
@@ -672,7 +689,7 @@ def delete_budget(
             + ("" if last == first else f" to {last}" if last else " or later")
             + "; budget_status shows a month's budgets"
         )
-    change = audit.record(
+    change_id = audit.record(
         session,
         found.user_id,
         "delete_budget",
@@ -685,7 +702,7 @@ def delete_budget(
         through_month=last,
         budget=None,
         replaced=replaced,
-        **receipt(change, dry_run),
+        **receipt(change_id, dry_run),
     )
 
 
@@ -738,9 +755,9 @@ def undo_change(session: Session, caller: Caller, change_id: int, *, dry_run: bo
     if not items:
         raise InvalidInput(f"change {change.id} changed no rows; there is nothing to undo")
     inverse = audit.revert(session, change, items)
-    undo = audit.record(session, change.user_id, "undo_change", f"undid change {change.id}: {change.summary}", inverse)
-    undo.undoes_id = change.id
-    change.undone_by_id = undo.id
+    summary = f"undid change {change.id}: {change.summary}"
+    undo = audit.record(session, change.user_id, "undo_change", summary, inverse, undoes=change.id)
+    change.undone_by_id = undo
     session.flush()
     undone = _change_out(change, len(items))
     if dry_run:  # rolled back: the undo never happened
