@@ -37,6 +37,7 @@ def normalize_currency(code: str) -> str:
     return currency.code
 
 
+@cache
 def minor_digits(currency: str) -> int:
     """How many decimal places the currency has: 2 for USD, 0 for JPY, 3 for KWD."""
     exponent = _currency(currency).exponent
@@ -70,6 +71,10 @@ def from_minor_units(minor: int, currency: str) -> Decimal:
 
 
 def format_amount(minor: int, currency: str) -> str:
-    """A stored amount as a plain decimal string with the currency's minor digits: "12.30", "500", "1.250"."""
+    """A stored amount as a plain decimal string with the currency's minor digits: "12.30", "500", "1.250".
+    Integer arithmetic (the same text as formatting :func:`from_minor_units`): every row of a page is shown."""
     digits = minor_digits(currency)
-    return f"{from_minor_units(minor, currency):.{digits}f}"
+    if not digits:
+        return str(minor)
+    whole, part = divmod(abs(minor), 10**digits)
+    return f"{'-' if minor < 0 else ''}{whole}.{part:0{digits}d}"

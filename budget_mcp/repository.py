@@ -15,6 +15,12 @@ from sqlalchemy.orm import Session
 from .db import day_key, month_key, table_of, unicode_lower, week_key
 from .models import Budget, Category, CategoryRule, Expense, ImportedRow, User
 
+# The models' tables, for the queries every call makes: a statement that names a mapped class or attribute
+# runs through the ORM's execution machinery even when it returns plain rows, which costs more than the
+# SQL of a small query. Their rows read the same.
+_categories, _users, _expenses = table_of(Category), table_of(User), table_of(Expense)
+_C, _U, _E = _categories.c, _users.c, _expenses.c
+
 
 @dataclass(frozen=True)
 class CurrencySum:
@@ -34,8 +40,11 @@ class GroupSum:
 # --- users --------------------------------------------------------------------------------------------
 
 
+_USER_ID = select(_U.id).where(_U.name == bindparam("name"))
+
+
 def find_user_id(session: Session, name: str) -> int | None:
-    return session.scalar(select(User.id).where(User.name == name))
+    return session.scalar(_USER_ID, {"name": name})
 
 
 def ensure_user(session: Session, name: str) -> int:
@@ -78,11 +87,10 @@ class CategoryRef(NamedTuple):
     name: str
 
 
-_categories, _users, _expenses = table_of(Category), table_of(User), table_of(Expense)
 _USERS_CATEGORY_REF = (
-    select(_categories.c.id, _categories.c.user_id, _categories.c.name)
-    .join(_users, _users.c.id == _categories.c.user_id)
-    .where(_users.c.name == bindparam("user_name"), _categories.c.name_key == bindparam("key"))
+    select(_C.id, _C.user_id, _C.name)
+    .join_from(_categories, _users, _U.id == _C.user_id)
+    .where(_U.name == bindparam("user_name"), _C.name_key == bindparam("key"))
 )
 
 
@@ -134,12 +142,10 @@ def get_expense(session: Session, user_id: int, expense_id: int) -> Expense | No
 
 
 _INSERT_EXPENSE = {
-    name: dialect.insert(_expenses).on_conflict_do_nothing(
-        index_elements=[_expenses.c.user_id, _expenses.c.idempotency_key]
-    )
+    name: dialect.insert(_expenses).on_conflict_do_nothing(index_elements=[_E.user_id, _E.idempotency_key])
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
-_INSERT_EXPENSE_RETURNING = {name: stmt.returning(*_expenses.c) for name, stmt in _INSERT_EXPENSE.items()}
+_INSERT_EXPENSE_RETURNING = {name: stmt.returning(*_E) for name, stmt in _INSERT_EXPENSE.items()}
 
 
 def add_expense(session: Session, **values: Any) -> Row[Any] | None:
@@ -156,7 +162,7 @@ def add_expense(session: Session, **values: Any) -> Row[Any] | None:
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
     new_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
-    return session.execute(select(*_expenses.c).where(_expenses.c.id == new_id)).one()
+    return session.execute(select(*_E).where(_E.id == new_id)).one()
 
 
 def expense_by_idempotency_key(session: Session, user_id: int, key: str) -> Expense | None:
@@ -181,9 +187,9 @@ def expenses_in(session: Session, user_id: int, category_id: int) -> Sequence[Ex
 def _in_period(start: date | None, end: date | None) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if start is not None:
-        conditions.append(Expense.spent_on >= start)
+        conditions.append(_E.spent_on >= start)
     if end is not None:
-        conditions.append(Expense.spent_on <= end)
+        conditions.append(_E.spent_on <= end)
     return conditions
 
 
@@ -205,30 +211,26 @@ _PERIOD_KEYS = {"day": day_key, "week": week_key, "month": month_key}
 def _grouped_sums(user_id: int, start: date, end: date, group_by: str, *extra: ColumnElement[Any]) -> Select[Any]:
     """SELECT key, currency, count, total, *extra ... GROUP BY the group and currency, in display order:
     categories and merchants largest first within each currency, periods in date order."""
-    total = func.sum(Expense.amount_minor)
+    total = func.sum(_E.amount_minor)
     key: Any  # a mapped column or a SQL expression
     grouping: list[Any]
     order: list[Any]
     if group_by == "category":
         key, grouping, order = (
-            Category.name,
-            [Category.id, Category.name],
-            [Expense.currency, total.desc(), Category.name_key],
+            _C.name,
+            [_C.id, _C.name],
+            [_E.currency, total.desc(), _C.name_key],
         )
     elif group_by == "merchant":
-        key = Expense.merchant
-        grouping, order = [key], [Expense.currency, total.desc(), key]
+        key = _E.merchant
+        grouping, order = [key], [_E.currency, total.desc(), key]
     else:
-        key = _PERIOD_KEYS[group_by](Expense.spent_on)
-        grouping, order = [key], [key, Expense.currency]
-    stmt = select(key.label("key"), Expense.currency, func.count(), total, *extra)
+        key = _PERIOD_KEYS[group_by](_E.spent_on)
+        grouping, order = [key], [key, _E.currency]
+    stmt = select(key.label("key"), _E.currency, func.count(), total, *extra)
     if group_by == "category":
-        stmt = stmt.join(Category, and_(Category.id == Expense.category_id, Category.user_id == Expense.user_id))
-    return (
-        stmt.where(Expense.user_id == user_id, *_in_period(start, end))
-        .group_by(*grouping, Expense.currency)
-        .order_by(*order)
-    )
+        stmt = stmt.join_from(_expenses, _categories, and_(_C.id == _E.category_id, _C.user_id == _E.user_id))
+    return stmt.where(_E.user_id == user_id, *_in_period(start, end)).group_by(*grouping, _E.currency).order_by(*order)
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ def spending_groups(
     """A page of (group, currency) sums in the period and how many such rows there are in all. When the
     page holds every row (the usual first page), also the period's count and total per currency: window
     sums over all the groups, so the summary reads the expenses once instead of twice."""
-    by_currency = (Expense.currency,)
+    by_currency = (_E.currency,)
     stmt = _grouped_sums(
         user_id,
         start,
@@ -252,7 +254,7 @@ def spending_groups(
         group_by,
         func.count().over(),
         func.sum(func.count()).over(partition_by=by_currency),
-        func.sum(func.sum(Expense.amount_minor)).over(partition_by=by_currency),
+        func.sum(func.sum(_E.amount_minor)).over(partition_by=by_currency),
     )
     rows = session.execute(stmt.offset(offset).limit(limit)).all()
     groups = [GroupSum(row[0], row[1], row[2], int(row[3])) for row in rows]
@@ -479,21 +481,21 @@ class SearchFilter:
                 or_(
                     *(
                         unicode_lower(column).contains(words, autoescape=True)
-                        for column in (Expense.description, Expense.merchant, Expense.notes)
+                        for column in (_E.description, _E.merchant, _E.notes)
                     )
                 )
             )
         if self.category_id is not None:
-            found.append(Expense.category_id == self.category_id)
+            found.append(_E.category_id == self.category_id)
         if self.merchant is not None:
-            found.append(unicode_lower(Expense.merchant) == self.merchant.lower())
+            found.append(unicode_lower(_E.merchant) == self.merchant.lower())
         if self.currency is not None:
-            found.append(Expense.currency == self.currency)
+            found.append(_E.currency == self.currency)
         for bounds, above in ((self.min_minor, True), (self.max_minor, False)):
             if bounds is None:
                 continue
             per_currency = [
-                and_(Expense.currency == cur, Expense.amount_minor >= v if above else Expense.amount_minor <= v)
+                and_(_E.currency == cur, _E.amount_minor >= v if above else _E.amount_minor <= v)
                 for cur, v in bounds.items()
             ]
             found.append(or_(*per_currency) if per_currency else literal(False))
@@ -503,16 +505,16 @@ class SearchFilter:
 # The columns an expense is shown with, its category's name included: pages of expenses are read as plain
 # rows (no ORM objects to track, no second query for the category).
 EXPENSE_COLUMNS = (
-    Expense.id,
-    Expense.amount_minor,
-    Expense.currency,
-    Expense.spent_on,
-    Expense.description,
-    Expense.merchant,
-    Expense.notes,
-    Expense.created_at,
-    Expense.updated_at,
-    Category.name.label("category"),
+    _E.id,
+    _E.amount_minor,
+    _E.currency,
+    _E.spent_on,
+    _E.description,
+    _E.merchant,
+    _E.notes,
+    _E.created_at,
+    _E.updated_at,
+    _C.name.label("category"),
 )
 
 
@@ -523,23 +525,23 @@ def search(
     :data:`EXPENSE_COLUMNS`; a category and period filter is served by an index."""
     stmt = (
         select(*EXPENSE_COLUMNS)
-        .join(Category, and_(Category.user_id == Expense.user_id, Category.id == Expense.category_id))
-        .where(Expense.user_id == user_id, *where.conditions())
-        .order_by(Expense.spent_on.desc(), Expense.id.desc())
+        .join_from(_expenses, _categories, and_(_C.user_id == _E.user_id, _C.id == _E.category_id))
+        .where(_E.user_id == user_id, *where.conditions())
+        .order_by(_E.spent_on.desc(), _E.id.desc())
         .limit(limit)
     )
     if before is not None:
         day, expense_id = before
-        stmt = stmt.where(or_(Expense.spent_on < day, and_(Expense.spent_on == day, Expense.id < expense_id)))
+        stmt = stmt.where(or_(_E.spent_on < day, and_(_E.spent_on == day, _E.id < expense_id)))
     return session.execute(stmt).all()
 
 
 def search_sums(session: Session, user_id: int, where: SearchFilter) -> list[CurrencySum]:
     stmt = (
-        select(Expense.currency, func.count(), func.sum(Expense.amount_minor))
-        .where(Expense.user_id == user_id, *where.conditions())
-        .group_by(Expense.currency)
-        .order_by(Expense.currency)
+        select(_E.currency, func.count(), func.sum(_E.amount_minor))
+        .where(_E.user_id == user_id, *where.conditions())
+        .group_by(_E.currency)
+        .order_by(_E.currency)
     )
     return [CurrencySum(currency, count, int(total)) for currency, count, total in session.execute(stmt)]
 
@@ -551,13 +553,13 @@ def expenses_in_date_order(
     the query behind exports, paged (add a limit) or streamed."""
     stmt = (
         select(*EXPENSE_COLUMNS)
-        .join(Category, and_(Category.user_id == Expense.user_id, Category.id == Expense.category_id))
-        .where(Expense.user_id == user_id, *where.conditions())
-        .order_by(Expense.spent_on, Expense.id)
+        .join_from(_expenses, _categories, and_(_C.user_id == _E.user_id, _C.id == _E.category_id))
+        .where(_E.user_id == user_id, *where.conditions())
+        .order_by(_E.spent_on, _E.id)
     )
     if after is not None:
         day, expense_id = after
-        stmt = stmt.where(or_(Expense.spent_on > day, and_(Expense.spent_on == day, Expense.id > expense_id)))
+        stmt = stmt.where(or_(_E.spent_on > day, and_(_E.spent_on == day, _E.id > expense_id)))
     return stmt
 
 

@@ -786,7 +786,7 @@ def query_expenses_by_category(
     cursor: str | None,
 ) -> ExpensePage:
     days = caller.range(start, end, period)
-    found = require_own_category(session, caller, category)
+    found = own_category_ref(session, caller, category)
     kind = "expenses:" + fingerprint(found.id, days.start, days.end)
     position = expenses_position(cursor, kind) if cursor else None
     where = repo.SearchFilter(category_id=found.id, start=days.start, end=days.end)

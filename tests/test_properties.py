@@ -26,6 +26,7 @@ from mcp.types import CallToolResult
 from sqlalchemy import Engine, text
 
 from budget_mcp.config import Settings
+from budget_mcp.money import format_amount, from_minor_units, minor_digits
 from budget_mcp.server import build_server
 
 from helpers import LUNCH, as_stored, snapshot
@@ -481,3 +482,18 @@ def test_too_many_decimals_are_refused_however_many_digits_the_amount_has(
     amount = f"{whole}.00{'0' * zeros}{extra}"  # always a nonzero digit beyond the cents
     message = tools.refused("create_expense", amount=amount, description="tea", category="Food")
     assert "USD allows at most 2 decimal places" in message
+
+
+# --- how a stored amount is shown -----------------------------------------------------------------------------------
+
+
+@given(minor=st.integers(-(10**20), 10**20), currency=st.sampled_from(["USD", "JPY", "KWD", "EUR", "CLF"]))
+@example(minor=0, currency="USD")
+@example(minor=-5, currency="USD")
+@example(minor=-1, currency="KWD")
+def test_a_stored_amount_is_shown_as_the_exact_decimal_with_the_currencys_minor_digits(
+    minor: int, currency: str
+) -> None:
+    digits = minor_digits(currency)
+    assert format_amount(minor, currency) == f"{from_minor_units(minor, currency):.{digits}f}"
+    assert Decimal(format_amount(minor, currency)).scaleb(digits) == minor
