@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, literal, or_, select, text
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, literal, or_, select, text, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import day_key, month_key, table_of, unicode_lower, week_key
+from .db import day_key, month_key, table_of, unicode_lower, utcnow, week_key
 from .models import Budget, Category, CategoryRule, Expense, ImportedRow, User
 
 # The models' tables, for the queries every call makes: a statement that names a mapped class or attribute
@@ -148,12 +148,60 @@ _INSERT_EXPENSE = {
 _INSERT_EXPENSE_RETURNING = {name: stmt.returning(*_E) for name, stmt in _INSERT_EXPENSE.items()}
 
 
-def add_expense(session: Session, **values: Any) -> Row[Any] | None:
-    """Insert an expense and return it as stored (a row of the table's columns), or None when the user's
-    ``idempotency_key`` in ``values`` is taken: then the INSERT does nothing (ON CONFLICT DO NOTHING), so a
-    repeated key costs no failed statement and no savepoint, and concurrent repeats still store exactly one
-    row (the unique key decides). A Core statement built once: the ORM's bookkeeping for the new object
-    costs several times the INSERT, and nothing here needs the object."""
+def _file_expense_in_one_statement() -> Select[Any]:
+    """PostgreSQL: :data:`_USERS_CATEGORY_REF` and the INSERT in one statement (data-modifying CTEs), so one
+    round trip to a remote database instead of two. No row: no such category (nothing inserted); the
+    expense's columns all null: the idempotency key was taken (nothing inserted)."""
+    category = _USERS_CATEGORY_REF.cte("category")
+    given = [c for c in _E if c.key not in {"id", "user_id", "category_id", "import_id"}]
+    insert_one = (
+        postgresql.insert(_expenses)
+        .from_select(
+            ["user_id", "category_id", *(c.key for c in given)],
+            select(category.c.user_id, category.c.id, *(bindparam(c.key, type_=c.type) for c in given)),
+        )
+        .on_conflict_do_nothing(index_elements=[_E.user_id, _E.idempotency_key])
+        .returning(*_E)
+        .cte("inserted")
+    )
+    return select(
+        *insert_one.c,
+        category.c.id.label("category_ref_id"),
+        category.c.user_id.label("category_ref_user_id"),
+        category.c.name.label("category_ref_name"),
+    ).select_from(category.outerjoin(insert_one, true()))
+
+
+_FILE_EXPENSE_PG = _file_expense_in_one_statement()
+
+
+def file_expense(
+    session: Session, user_name: str, category_key: str, **values: Any
+) -> tuple[CategoryRef, Row[Any] | None] | None:
+    """Insert an expense into the named user's category: None when the user has no such category (nothing is
+    inserted), else the category and the expense as stored (a row with its table's columns), or None for the
+    expense when the user's ``idempotency_key`` in ``values`` is taken: then the INSERT does nothing (ON
+    CONFLICT DO NOTHING), so a repeated key costs no failed statement and no savepoint, and concurrent
+    repeats still store exactly one row (the unique key decides).
+
+    Core statements built once: the ORM's bookkeeping for a new object costs several times the INSERT, and
+    nothing here needs the object. On PostgreSQL the category is found in the same statement."""
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        now = utcnow()
+        params = {"created_at": now, "updated_at": now, **values, "user_name": user_name, "key": category_key}
+        row = session.execute(_FILE_EXPENSE_PG, params).first()
+        if row is None:
+            return None
+        found = CategoryRef(row.category_ref_id, row.category_ref_user_id, row.category_ref_name)
+        return found, row if row.id is not None else None
+    category = users_category_ref(session, user_name, category_key)
+    if category is None:
+        return None
+    return category, _add_expense(session, user_id=category.user_id, category_id=category.id, **values)
+
+
+def _add_expense(session: Session, **values: Any) -> Row[Any] | None:
     dialect = session.get_bind().dialect
     if dialect.insert_returning:
         return session.execute(_INSERT_EXPENSE_RETURNING[dialect.name], values).one_or_none()

@@ -210,12 +210,10 @@ def create_expense(
     the database's unique key decides, so retries racing each other still store exactly one row."""
     currency = new.currency or caller.default_currency
     amount_minor = to_minor_units(new.amount, currency)
-    category = own_category_ref(session, caller, new.category)
-    user_id = category.user_id
-    expense = repo.add_expense(
+    filed = repo.file_expense(
         session,
-        user_id=user_id,
-        category_id=category.id,
+        caller.user,
+        category_key(new.category),
         amount_minor=amount_minor,
         currency=currency,
         spent_on=new.spent_on or caller.today(),
@@ -224,6 +222,13 @@ def create_expense(
         notes=new.notes,
         idempotency_key=idempotency_key,
     )
+    if filed is None:
+        require_own_category(session, caller, new.category)  # NotFound, naming the closest ones
+        raise Conflict(  # pragma: no cover - the category was created between these two statements
+            f"category {new.category!r} was created while this call ran; nothing was recorded, call again"
+        )
+    category, expense = filed
+    user_id = category.user_id
     if expense is None:  # the key was used before, by a retry of this call or by another call
         assert idempotency_key is not None
         first = repo.expense_by_idempotency_key(session, user_id, idempotency_key)

@@ -251,7 +251,7 @@ async def stopped_tea(
     """Record a Tea expense while a trap stops it at its INSERT or at COMMIT; once it is stopped, run
     ``fault(pid, lock)`` in a thread (which must release the lock). Returns the tool's answer."""
     install_trap(lab, database, at_commit=at_commit)
-    query = "COMMIT" if at_commit else "INSERT%"
+    query = "COMMIT" if at_commit else "%INSERT INTO expenses%"  # on PostgreSQL the category lookup comes with it
     results: list[dict[str, Any]] = []
     with held_lock(lab, database) as lock:
 
@@ -382,7 +382,7 @@ async def test_two_agents_sharing_one_server_connection_see_only_their_own_work(
 
     with log.open(errors="replace") as handle:
         handle.seek(start)
-        statements = re.findall(r"LOG:\s+statement: (.*)", handle.read())
+        statements = re.findall(r"LOG:\s+statement: (.*(?:\n\t.*)*)", handle.read())  # with continuation lines
     assert any("INSERT INTO expenses" in s for s in statements), "log_statement did not capture the workload"
     assert any(s.startswith("BEGIN; SET LOCAL statement_timeout = ") for s in statements)
     # PgBouncer itself replays each client's startup parameters on the shared connection (that is how it
