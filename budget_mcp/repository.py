@@ -5,9 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, case, func, insert, literal, or_, select, text, true
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Integer,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -256,7 +273,7 @@ def sums_by_currency(
 _PERIOD_KEYS = {"day": day_key, "week": week_key, "month": month_key}
 
 
-def _grouped_sums(user_id: int, start: date, end: date, group_by: str, *extra: ColumnElement[Any]) -> Select[Any]:
+def _grouped_sums(user_id: Any, start: Any, end: Any, group_by: str, *extra: ColumnElement[Any]) -> Select[Any]:
     """SELECT key, currency, count, total, *extra ... GROUP BY the group and currency, in display order:
     categories and merchants largest first within each currency, periods in date order."""
     total = func.sum(_E.amount_minor)
@@ -288,23 +305,29 @@ class GroupPage:
     sums: list[CurrencySum] | None  # the period's count and total per currency, if this page could tell them
 
 
+@cache  # one statement per way of grouping, built once (the summary is the call agents make most)
+def _group_page(group_by: str) -> Select[Any]:
+    by_currency = (_E.currency,)
+    stmt = _grouped_sums(
+        bindparam("user_id"),
+        bindparam("start"),
+        bindparam("end"),
+        group_by,
+        func.count().over(),
+        func.sum(func.count()).over(partition_by=by_currency),
+        func.sum(func.sum(_E.amount_minor)).over(partition_by=by_currency),
+    )
+    return stmt.offset(bindparam("offset", type_=Integer)).limit(bindparam("limit", type_=Integer))
+
+
 def spending_groups(
     session: Session, user_id: int, *, start: date, end: date, group_by: str, offset: int, limit: int
 ) -> GroupPage:
     """A page of (group, currency) sums in the period and how many such rows there are in all. When the
     page holds every row (the usual first page), also the period's count and total per currency: window
     sums over all the groups, so the summary reads the expenses once instead of twice."""
-    by_currency = (_E.currency,)
-    stmt = _grouped_sums(
-        user_id,
-        start,
-        end,
-        group_by,
-        func.count().over(),
-        func.sum(func.count()).over(partition_by=by_currency),
-        func.sum(func.sum(_E.amount_minor)).over(partition_by=by_currency),
-    )
-    rows = session.execute(stmt.offset(offset).limit(limit)).all()
+    page = {"user_id": user_id, "start": start, "end": end, "offset": offset, "limit": limit}
+    rows = session.execute(_group_page(group_by), page).all()
     groups = [GroupSum(row[0], row[1], row[2], int(row[3])) for row in rows]
     if rows:
         sums = None
@@ -521,6 +544,18 @@ class SearchFilter:
     start: date | None = None
     end: date | None = None
 
+    def by_category_and_period_only(self) -> bool:
+        """Whether this is query_expenses_by_category's filter: a category, dates or none, nothing else."""
+        return (
+            self.category_id is not None
+            and (self.text, self.merchant, self.currency) == (None, None, None)
+            and (self.min_minor is None and self.max_minor is None)
+        )
+
+    def bound(self, user_id: int, **more: Any) -> dict[str, Any]:
+        """The bind parameters of a category and period filter's statements."""
+        return {"user_id": user_id, "category_id": self.category_id, "start": self.start, "end": self.end, **more}
+
     def conditions(self) -> list[ColumnElement[bool]]:
         found: list[ColumnElement[bool]] = list(_in_period(self.start, self.end))
         if self.text is not None:
@@ -571,6 +606,11 @@ def search(
 ) -> Sequence[Row[*tuple[Any, ...]]]:
     """Newest first (day, then id), starting after the keyset position ``before``, as rows of
     :data:`EXPENSE_COLUMNS`; a category and period filter is served by an index."""
+    if where.by_category_and_period_only():  # query_expenses_by_category: a statement built once
+        day, before_id = before if before is not None else (None, None)
+        params = where.bound(user_id, limit=limit, day=day, before_id=before_id)
+        page = _category_page(where.start is not None, where.end is not None, before is not None)
+        return session.execute(page, params).all()
     stmt = (
         select(*EXPENSE_COLUMNS)
         .join_from(_expenses, _categories, and_(_C.user_id == _E.user_id, _C.id == _E.category_id))
@@ -585,13 +625,50 @@ def search(
 
 
 def search_sums(session: Session, user_id: int, where: SearchFilter) -> list[CurrencySum]:
-    stmt = (
+    if where.by_category_and_period_only():
+        found = session.execute(_category_sums(where.start is not None, where.end is not None), where.bound(user_id))
+    else:
+        found = session.execute(_sums_by_currency(_E.user_id == user_id, *where.conditions()))
+    return [CurrencySum(currency, count, int(total)) for currency, count, total in found]
+
+
+def _sums_by_currency(*conditions: ColumnElement[bool]) -> Select[Any]:
+    return (
         select(_E.currency, func.count(), func.sum(_E.amount_minor))
-        .where(_E.user_id == user_id, *where.conditions())
+        .where(*conditions)
         .group_by(_E.currency)
         .order_by(_E.currency)
     )
-    return [CurrencySum(currency, count, int(total)) for currency, count, total in session.execute(stmt)]
+
+
+def _bound_conditions(start: bool, end: bool) -> list[ColumnElement[bool]]:
+    """:meth:`SearchFilter.conditions` of a category and period filter, as bind parameters."""
+    found = [_E.user_id == bindparam("user_id"), _E.category_id == bindparam("category_id")]
+    if start:
+        found.append(_E.spent_on >= bindparam("start"))
+    if end:
+        found.append(_E.spent_on <= bindparam("end"))
+    return found
+
+
+@cache  # built once per shape: every query_expenses_by_category call runs this and the next
+def _category_page(start: bool, end: bool, before: bool) -> Select[Any]:
+    stmt: Select[Any] = (
+        select(*EXPENSE_COLUMNS)
+        .join_from(_expenses, _categories, and_(_C.user_id == _E.user_id, _C.id == _E.category_id))
+        .where(*_bound_conditions(start, end))
+        .order_by(_E.spent_on.desc(), _E.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
+    if before:
+        day = bindparam("day", type_=Date)
+        stmt = stmt.where(or_(_E.spent_on < day, and_(_E.spent_on == day, _E.id < bindparam("before_id"))))
+    return stmt
+
+
+@cache
+def _category_sums(start: bool, end: bool) -> Select[Any]:
+    return _sums_by_currency(*_bound_conditions(start, end))
 
 
 def expenses_in_date_order(

@@ -73,6 +73,36 @@ async def test_query_by_category_respects_an_inclusive_date_range(client: Client
     assert page["next_cursor"] is None
 
 
+@pytest.mark.parametrize(
+    ("dates", "expected"),
+    [
+        ({"start_date": "2026-03-15"}, ["2026-04-01", "2026-03-31", "2026-03-15"]),
+        ({"end_date": "2026-03-15"}, ["2026-03-15", "2026-03-01"]),
+        ({}, ["2026-04-01", "2026-03-31", "2026-03-15", "2026-03-01"]),
+    ],
+)
+async def test_query_by_category_pages_one_by_one_through_a_range_open_at_either_end(
+    client: Client, dates: dict[str, str], expected: list[str]
+) -> None:
+    await seed_categories(client, "Food", "Rent")
+    for day in ("2026-03-01", "2026-03-15", "2026-03-31", "2026-04-01"):
+        await _spend(client, "1", "Food", day)
+        await _spend(client, "5", "Rent", day)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await ok(client, "query_expenses_by_category", category="Food", limit=1, cursor=cursor, **dates)
+        assert (page["count"], page["totals"]) == (
+            len(expected),
+            [{"currency": "USD", "total": f"{len(expected)}.00", "count": len(expected)}],
+        )
+        seen += [e["spent_on"] for e in page["expenses"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == expected
+
+
 async def test_totals_are_per_currency_and_never_mixed(client: Client) -> None:
     await seed_categories(client, "Travel")
     await _spend(client, "10.50", "Travel", "2026-05-01")
