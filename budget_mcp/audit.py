@@ -110,7 +110,8 @@ def record(
 ) -> int:
     """Write one audit entry for a change made in this transaction (rows left unchanged are not logged) and
     return its id. Core INSERTs on the tables, not the unit of work: every write pays for this, and the ORM's
-    bookkeeping for two rows nobody reads back costs several times the SQL."""
+    bookkeeping for two rows nobody reads back costs several times the SQL. On PostgreSQL a change of one row
+    is one statement, so one round trip."""
     session.flush()  # the rows the items name are written first
     values = {
         "user_id": user_id,
