@@ -611,17 +611,28 @@ def search(
         params = where.bound(user_id, limit=limit, day=day, before_id=before_id)
         page = _category_page(where.start is not None, where.end is not None, before is not None)
         return session.execute(page, params).all()
-    stmt = (
+    stmt = _newest_first(_E.user_id == user_id, *where.conditions()).limit(limit)
+    if before is not None:
+        stmt = stmt.where(_before(*before))
+    return session.execute(stmt).all()
+
+
+def _expense_rows(*conditions: ColumnElement[bool]) -> Select[Any]:
+    """Rows of :data:`EXPENSE_COLUMNS` (the category's name joined in) matching ``conditions``."""
+    return (
         select(*EXPENSE_COLUMNS)
         .join_from(_expenses, _categories, and_(_C.user_id == _E.user_id, _C.id == _E.category_id))
-        .where(_E.user_id == user_id, *where.conditions())
-        .order_by(_E.spent_on.desc(), _E.id.desc())
-        .limit(limit)
+        .where(*conditions)
     )
-    if before is not None:
-        day, expense_id = before
-        stmt = stmt.where(or_(_E.spent_on < day, and_(_E.spent_on == day, _E.id < expense_id)))
-    return session.execute(stmt).all()
+
+
+def _newest_first(*conditions: ColumnElement[bool]) -> Select[Any]:
+    return _expense_rows(*conditions).order_by(_E.spent_on.desc(), _E.id.desc())
+
+
+def _before(day: Any, expense_id: Any) -> ColumnElement[bool]:
+    """Older than the keyset position (day, id) in newest-first order."""
+    return or_(_E.spent_on < day, and_(_E.spent_on == day, _E.id < expense_id))
 
 
 def search_sums(session: Session, user_id: int, where: SearchFilter) -> list[CurrencySum]:
@@ -653,16 +664,9 @@ def _bound_conditions(start: bool, end: bool) -> list[ColumnElement[bool]]:
 
 @cache  # built once per shape: every query_expenses_by_category call runs this and the next
 def _category_page(start: bool, end: bool, before: bool) -> Select[Any]:
-    stmt: Select[Any] = (
-        select(*EXPENSE_COLUMNS)
-        .join_from(_expenses, _categories, and_(_C.user_id == _E.user_id, _C.id == _E.category_id))
-        .where(*_bound_conditions(start, end))
-        .order_by(_E.spent_on.desc(), _E.id.desc())
-        .limit(bindparam("limit", type_=Integer))
-    )
+    stmt = _newest_first(*_bound_conditions(start, end)).limit(bindparam("limit", type_=Integer))
     if before:
-        day = bindparam("day", type_=Date)
-        stmt = stmt.where(or_(_E.spent_on < day, and_(_E.spent_on == day, _E.id < bindparam("before_id"))))
+        stmt = stmt.where(_before(bindparam("day", type_=Date), bindparam("before_id")))
     return stmt
 
 
@@ -676,12 +680,7 @@ def expenses_in_date_order(
 ) -> Select[*tuple[Any, ...]]:
     """Oldest first (day, then id), after the keyset position ``after``, as rows of :data:`EXPENSE_COLUMNS`:
     the query behind exports, paged (add a limit) or streamed."""
-    stmt = (
-        select(*EXPENSE_COLUMNS)
-        .join_from(_expenses, _categories, and_(_C.user_id == _E.user_id, _C.id == _E.category_id))
-        .where(_E.user_id == user_id, *where.conditions())
-        .order_by(_E.spent_on, _E.id)
-    )
+    stmt = _expense_rows(_E.user_id == user_id, *where.conditions()).order_by(_E.spent_on, _E.id)
     if after is not None:
         day, expense_id = after
         stmt = stmt.where(or_(_E.spent_on > day, and_(_E.spent_on == day, _E.id > expense_id)))
