@@ -158,11 +158,9 @@ def get_expense(session: Session, user_id: int, expense_id: int) -> Expense | No
     return session.scalar(select(Expense).where(Expense.user_id == user_id, Expense.id == expense_id))
 
 
-_INSERT_EXPENSE = {
-    name: dialect.insert(_expenses).on_conflict_do_nothing(index_elements=[_E.user_id, _E.idempotency_key])
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
-_INSERT_EXPENSE_RETURNING = {name: stmt.returning(*_E) for name, stmt in _INSERT_EXPENSE.items()}
+# SQLite's (PostgreSQL files an expense with :data:`_FILE_EXPENSE_PG`)
+_INSERT_EXPENSE = sqlite.insert(_expenses).on_conflict_do_nothing(index_elements=[_E.user_id, _E.idempotency_key])
+_INSERT_EXPENSE_RETURNING = _INSERT_EXPENSE.returning(*_E)
 
 
 def _file_expense_in_one_statement() -> Select[Any]:
@@ -215,15 +213,15 @@ def file_expense(
     category = users_category_ref(session, user_name, category_key)
     if category is None:
         return None
-    return category, _add_expense(session, user_id=category.user_id, category_id=category.id, **values)
-
-
-def _add_expense(session: Session, **values: Any) -> Row[Any] | None:
-    dialect = session.get_bind().dialect
+    values.update(user_id=category.user_id, category_id=category.id)
     if dialect.insert_returning:
-        return session.execute(_INSERT_EXPENSE_RETURNING[dialect.name], values).one_or_none()
-    # SQLite before 3.35 has no RETURNING (Python 3.11 on RHEL 9 links 3.34): read the new row by its id.
-    result = session.execute(_INSERT_EXPENSE[dialect.name], values)
+        return category, session.execute(_INSERT_EXPENSE_RETURNING, values).one_or_none()
+    return category, _add_expense_without_returning(session, values)
+
+
+def _add_expense_without_returning(session: Session, values: dict[str, Any]) -> Row[Any] | None:
+    """SQLite before 3.35 has no RETURNING (Python 3.11 on RHEL 9 links 3.34): read the new row by its id."""
+    result = session.execute(_INSERT_EXPENSE, values)
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
     new_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
